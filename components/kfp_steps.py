@@ -1,0 +1,173 @@
+"""Thin KFP lightweight components, one per step.
+
+Each body unpacks artifacts, calls the step's logic from this package and records metadata for
+the KFP UI. KFP ships only the function's source to the container, so imports live inside the
+bodies and the step image must have this package installed (``containers/``). Locally,
+``kfp.local.SubprocessRunner(use_venv=False)`` runs the same bodies in the current environment.
+"""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+STEP_IMAGE = "ghcr.io/imgclf/imgclf:0.1.0"
+GPU_IMAGE = "ghcr.io/imgclf/imgclf-gpu:0.1.0"
+
+_component = dsl.component(base_image=STEP_IMAGE, install_kfp_package=False)
+
+
+@_component
+def ingest(
+    data_uri: str,
+    train_fraction: float,
+    validation_fraction: float,
+    manifest: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Lists the images under data_uri into a manifest with labels and splits."""
+    import logging
+
+    from components import manifest as manifest_schema
+    from components.ingest import ingest as ingest_images
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    frame = ingest_images(data_uri, manifest.path, manifest.uri, train_fraction,
+                          validation_fraction)
+    for split, count in manifest_schema.counts_by_split(frame).items():
+        metrics.log_metric(f"{split}_images", count)
+    manifest.metadata["images"] = len(frame)
+
+
+@_component
+def validate(
+    manifest: Input[Dataset],
+    min_side: int,
+    min_images_per_class: int,
+    max_invalid_fraction: float,
+    validated_manifest: Output[Dataset],
+    report: Output[HTML],
+    metrics: Output[Metrics],
+):
+    """Runs the great-expectations suite and quarantines files that do not decode."""
+    import logging
+
+    from components.validate import validate as validate_manifest
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result = validate_manifest(manifest.path, validated_manifest.path, report.path, min_side,
+                               min_images_per_class, max_invalid_fraction)
+    for split, count in result.images.items():
+        metrics.log_metric(f"{split}_images", count)
+    metrics.log_metric("quarantined", result.quarantined)
+    validated_manifest.metadata.update(images=result.images, quarantined=result.quarantined)
+
+
+@_component
+def preprocess(
+    validated_manifest: Input[Dataset],
+    image_size: int,
+    beam_pipeline_args: list,
+    examples: Output[Dataset],
+    transform_graph: Output[Artifact],
+):
+    """tensorflow-transform on Beam: decoded, resized images and label ids as TFRecords."""
+    import logging
+
+    from components.preprocess import preprocess as transform_images
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    counts = transform_images(validated_manifest.path, examples.path, transform_graph.path,
+                              image_size, beam_pipeline_args)
+    examples.metadata["images"] = counts
+
+
+@_component
+def train(
+    examples: Input[Dataset],
+    transform_graph: Input[Artifact],
+    backbone: str,
+    weights: str,
+    alpha: float,
+    image_size: int,
+    epochs: int,
+    fine_tune_epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    augmentations: str,
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """Keras transfer learning; exports the serving SavedModel."""
+    import logging
+
+    from components.train import TrainConfig
+    from components.train import train as train_model
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = TrainConfig(backbone=backbone, weights=weights, alpha=alpha, image_size=image_size,
+                         epochs=epochs, fine_tune_epochs=fine_tune_epochs, batch_size=batch_size,
+                         learning_rate=learning_rate, augmentations=augmentations)
+    result = train_model(examples.path, transform_graph.path, model.path, config)
+    for name, value in result.final_metrics.items():
+        metrics.log_metric(name, value)
+    model.metadata.update(backbone=backbone, classes=result.class_names, epochs=len(result.stages))
+
+
+@_component
+def evaluate(
+    model: Input[Model],
+    validated_manifest: Input[Dataset],
+    serving_root: str,
+    model_name: str,
+    min_accuracy: float,
+    max_regression: float,
+    evaluation: Output[Artifact],
+    report: Output[HTML],
+    metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+) -> bool:
+    """Scores the candidate and the served baseline on the test split; returns the blessing.
+
+    A single unnamed output: kfp.local resolves conditions on it, not on named outputs.
+    """
+    import logging
+    import shutil
+    from pathlib import Path
+
+    from components.evaluate import evaluate as evaluate_models
+    from components.evaluate import write_outputs
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result = evaluate_models(model.path, validated_manifest.path, serving_root, model_name,
+                             min_accuracy, max_regression)
+    write_outputs(result, evaluation.path)
+    shutil.copyfile(Path(evaluation.path) / "report.html", report.path)
+    metrics.log_metric("accuracy", result.candidate.accuracy)
+    metrics.log_metric("macro_f1", result.candidate.macro_f1)
+    if result.baseline is not None:
+        metrics.log_metric("baseline_accuracy", result.baseline.accuracy)
+        metrics.log_metric("baseline_macro_f1", result.baseline.macro_f1)
+    metrics.log_metric("blessed", int(result.blessed))
+    confusion.log_confusion_matrix(result.candidate.labels, result.candidate.confusion_matrix)
+    evaluation.metadata["blessed"] = result.blessed
+    return result.blessed
+
+
+@_component
+def push(
+    model: Input[Model],
+    validated_manifest: Input[Dataset],
+    serving_root: str,
+    model_name: str,
+    pushed: Output[Artifact],
+):
+    """Publishes the blessed model as the next TF Serving version."""
+    import json
+    import logging
+
+    from components.push import push as push_model
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result = push_model(model.path, serving_root, model_name, validated_manifest.path)
+    with open(pushed.path, "w") as file:
+        json.dump(result.to_dict(), file)
+    pushed.metadata.update(result.to_dict())

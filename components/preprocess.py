@@ -1,0 +1,158 @@
+"""Preprocess: tensorflow-transform on Apache Beam, from manifest rows to TFRecords.
+
+``preprocessing_fn`` is the one definition of how an image becomes model input. Its transform
+graph is written next to the TFRecords and embedded in the serving SavedModel, so training,
+evaluation and serving run the very same decode and resize: no skew.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from pathlib import Path
+
+import apache_beam as beam
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+from components import manifest, storage
+
+log = logging.getLogger(__name__)
+
+IMAGE_BYTES_KEY = "image_bytes"
+LABEL_KEY = "label"
+IMAGE_KEY = "image"
+LABEL_ID_KEY = "label_id"
+LABEL_VOCABULARY = "label"
+RAW_FEATURE_SPEC = {
+    IMAGE_BYTES_KEY: tf.io.FixedLenFeature([], tf.string),
+    LABEL_KEY: tf.io.FixedLenFeature([], tf.string),
+}
+TFRECORD_SUFFIX = ".tfrecord.gz"
+_IMAGES_PER_SHARD = 1000
+
+
+def decode_and_resize(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Encoded JPEG/PNG/GIF/BMP -> uint8 RGB ``[image_size, image_size, 3]``.
+
+    Grayscale and RGBA become RGB, an animated GIF gives its first frame, and the aspect ratio
+    is kept by padding with black, so no object is cropped or stretched.
+    """
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image = tf.image.resize_with_pad(image, image_size, image_size, antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+
+
+def make_preprocessing_fn(image_size: int):
+    def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        # Images are stored as serialized uint8 tensors: already resized, read back with a
+        # memory copy instead of a second decode.
+        images = tf.map_fn(
+            lambda data: tf.io.serialize_tensor(decode_and_resize(data, image_size)),
+            inputs[IMAGE_BYTES_KEY],
+            fn_output_signature=tf.string,
+        )
+        label_ids = tft.compute_and_apply_vocabulary(
+            inputs[LABEL_KEY], vocab_filename=LABEL_VOCABULARY
+        )
+        return {IMAGE_KEY: images, LABEL_ID_KEY: label_ids}
+
+    return preprocessing_fn
+
+
+def parse_images(serialized: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Batch of serialized images from the transform -> uint8 ``[batch, size, size, 3]``."""
+    images = tf.map_fn(
+        lambda data: tf.io.parse_tensor(data, tf.uint8),
+        serialized,
+        fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8),
+    )
+    return tf.ensure_shape(images, [None, image_size, image_size, 3])
+
+
+def preprocess(
+    manifest_dir: str,
+    examples_dir: str,
+    transform_dir: str,
+    image_size: int,
+    beam_pipeline_args: list[str] | None = None,
+) -> dict[str, int]:
+    """Writes gzip TFRecords to ``examples_dir/<split>/`` and the transform graph to
+    ``transform_dir``; returns the number of images per split.
+
+    The vocabulary and any other analysis see only the train split.
+    """
+    frame = manifest.read(manifest_dir)
+    counts = manifest.counts_by_split(frame)
+    if counts["train"] == 0:
+        raise ValueError("The manifest has no train images; nothing to preprocess.")
+    options = PipelineOptions(beam_pipeline_args or ["--runner=DirectRunner"])
+    raw_metadata = dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC)
+    )
+    log.info("Preprocessing %s images per split at %dx%d", counts, image_size, image_size)
+    with (
+        tempfile.TemporaryDirectory() as temp_dir,
+        beam.Pipeline(options=options) as pipeline,
+        tft_beam.Context(temp_dir=_beam_temp_dir(options, temp_dir)),
+    ):
+        raw = {
+            split: _read_split(pipeline, frame, split) for split in manifest.SPLITS if counts[split]
+        }
+        transformed_train, transform_fn = (
+            raw["train"],
+            raw_metadata,
+        ) | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
+            make_preprocessing_fn(image_size)
+        )
+        transformed = {"train": transformed_train}
+        for split in raw.keys() - {"train"}:
+            transformed[split] = (
+                (raw[split], raw_metadata),
+                transform_fn,
+            ) | f"Transform{split.title()}" >> tft_beam.TransformDataset()
+        for split, (records, metadata) in transformed.items():
+            coder = tft.coders.ExampleProtoCoder(metadata.schema)
+            _ = (
+                records
+                | f"Encode{split.title()}" >> beam.Map(coder.encode)
+                | f"Write{split.title()}"
+                >> beam.io.WriteToTFRecord(
+                    storage.join(examples_dir, split, "part"),
+                    file_name_suffix=TFRECORD_SUFFIX,
+                    num_shards=max(1, math.ceil(counts[split] / _IMAGES_PER_SHARD)),
+                    compression_type=beam.io.filesystem.CompressionTypes.GZIP,
+                )
+            )
+        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(transform_dir)
+    log.info("Wrote TFRecords to %s and the transform graph to %s", examples_dir, transform_dir)
+    return counts
+
+
+def split_file_pattern(examples_dir: str, split: str) -> str:
+    return storage.join(examples_dir, split, f"part-*{TFRECORD_SUFFIX}")
+
+
+def _read_split(pipeline: beam.Pipeline, frame, split: str) -> beam.PCollection:
+    rows = manifest.split_rows(frame, split)
+    pairs = list(zip(rows["uri"], rows["label"], strict=True))
+    return (
+        pipeline
+        | f"List{split.title()}" >> beam.Create(pairs)
+        # Spread the reads across workers instead of keeping them on the one that listed them.
+        | f"Spread{split.title()}" >> beam.Reshuffle()
+        | f"Read{split.title()}"
+        >> beam.MapTuple(lambda uri, label: {IMAGE_BYTES_KEY: storage.read_bytes(uri),
+                                             LABEL_KEY: label})
+    )
+
+
+def _beam_temp_dir(options: PipelineOptions, local_temp_dir: str) -> str:
+    """The runner's temp location when it has one (Dataflow workers cannot see local disk)."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    return options.view_as(GoogleCloudOptions).temp_location or str(Path(local_temp_dir))

@@ -1,0 +1,98 @@
+"""The serving SavedModel: raw image bytes in, scores and class names out.
+
+The signature runs the transform graph written by preprocess (decode, RGB, resize) and then the
+Keras model, so a TF Serving client sends the encoded file and nothing else. The transform layer
+is a tf_keras object (tensorflow-transform's own Keras), so the two are joined in a ``tf.Module``
+rather than as layers of one Keras model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from components import preprocess
+
+SIGNATURE_NAME = "serving_default"
+INPUT_KEY = "image_bytes"
+SCORES_KEY = "scores"
+CLASSES_KEY = "classes"
+LABEL_KEY = "label"
+
+
+def export(
+    model: keras.Model,
+    transform_dir: str,
+    class_names: Sequence[str],
+    image_size: int,
+    export_dir: str,
+) -> None:
+    """Writes the SavedModel with the ``serving_default`` signature of the serving contract."""
+    transform_layer = tft.TFTransformOutput(transform_dir).transform_features_layer()
+    class_name_tensor = tf.constant(list(class_names))
+
+    def serve(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        transformed = transform_layer({preprocess.IMAGE_BYTES_KEY: image_bytes})
+        images = preprocess.parse_images(transformed[preprocess.IMAGE_KEY], image_size)
+        scores = tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32)
+        return {
+            SCORES_KEY: scores,
+            CLASSES_KEY: tf.tile(class_name_tensor[tf.newaxis, :], [tf.shape(scores)[0], 1]),
+            LABEL_KEY: tf.gather(class_name_tensor, tf.argmax(scores, axis=1)),
+        }
+
+    # ExportArchive tracks every Keras variable the endpoint touches; the transform layer's
+    # vocabulary tables and assets are tracked explicitly.
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.track(transform_layer)
+    archive.add_endpoint(
+        SIGNATURE_NAME, serve, input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_KEY)]
+    )
+    archive.write_out(export_dir, verbose=False)
+
+
+class ServedModel:
+    """A SavedModel loaded the way TF Serving loads it: through its serving signature only."""
+
+    def __init__(self, model_dir: str):
+        self.model_dir = model_dir
+        self._loaded = tf.saved_model.load(model_dir)
+        self._signature = self._loaded.signatures[SIGNATURE_NAME]
+
+    def predict(self, images: Sequence[bytes]) -> dict[str, np.ndarray]:
+        outputs = self._signature(**{INPUT_KEY: tf.constant(list(images), tf.string)})
+        return {key: value.numpy() for key, value in outputs.items()}
+
+    def predict_batches(
+        self, images: Iterable[bytes], batch_size: int = 32
+    ) -> dict[str, np.ndarray]:
+        batch: list[bytes] = []
+        results: list[dict[str, np.ndarray]] = []
+        for image in images:
+            batch.append(image)
+            if len(batch) == batch_size:
+                results.append(self.predict(batch))
+                batch = []
+        if batch:
+            results.append(self.predict(batch))
+        if not results:
+            raise ValueError("No images to predict.")
+        return {key: np.concatenate([r[key] for r in results]) for key in results[0]}
+
+
+def is_saved_model(path: str | Path) -> bool:
+    return (Path(path) / "saved_model.pb").exists()
+
+
+def top_scores(outputs: dict[str, np.ndarray], row: int, k: int = 3) -> dict[str, float]:
+    """The ``k`` best classes of one prediction, for people to read."""
+    scores = outputs[SCORES_KEY][row]
+    classes = outputs[CLASSES_KEY][row]
+    best = np.argsort(scores)[::-1][:k]
+    return {classes[i].decode(): round(float(scores[i]), 4) for i in best}

@@ -1,0 +1,66 @@
+"""File I/O for local paths and ``gs://`` URIs.
+
+Steps address data by URI so that the same code reads a local folder in a test and a bucket on
+a cluster. Google Cloud Storage goes through google-cloud-storage with credentials from the
+environment (workload identity or ``GOOGLE_APPLICATION_CREDENTIALS``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+GCS_SCHEME = "gs://"
+
+
+def is_gcs(uri: str) -> bool:
+    return uri.startswith(GCS_SCHEME)
+
+
+def split_gcs_uri(uri: str) -> tuple[str, str]:
+    """``gs://bucket/a/b`` -> ``("bucket", "a/b")``."""
+    bucket, _, blob = uri[len(GCS_SCHEME) :].partition("/")
+    return bucket, blob
+
+
+@functools.cache
+def gcs_client():
+    from google.cloud import storage
+
+    return storage.Client()
+
+
+def join(base: str, *parts: str) -> str:
+    if is_gcs(base):
+        return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+    return os.path.join(base, *parts)
+
+
+def list_files(root: str) -> list[str]:
+    """Every file under ``root`` as a path relative to it, sorted, hidden names skipped."""
+    if is_gcs(root):
+        bucket, prefix = split_gcs_uri(root.rstrip("/") + "/")
+        names = (
+            blob.name[len(prefix) :]
+            for blob in gcs_client().list_blobs(bucket, prefix=prefix)
+            if not blob.name.endswith("/")
+        )
+    else:
+        base = Path(root)
+        names = (p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+    return sorted(n for n in names if not any(part.startswith(".") for part in n.split("/")))
+
+
+def read_bytes(uri: str) -> bytes:
+    if is_gcs(uri):
+        bucket, blob = split_gcs_uri(uri)
+        return gcs_client().bucket(bucket).blob(blob).download_as_bytes()
+    return Path(uri).read_bytes()
+
+
+def is_dir(uri: str) -> bool:
+    if is_gcs(uri):
+        bucket, prefix = split_gcs_uri(uri.rstrip("/") + "/")
+        return any(True for _ in gcs_client().list_blobs(bucket, prefix=prefix, max_results=1))
+    return Path(uri).is_dir()

@@ -1,0 +1,221 @@
+"""Train: Keras transfer learning on the preprocessed TFRecords, exported for TF Serving.
+
+With pretrained weights, stage 1 trains the new head on a frozen backbone, then stage 2
+unfreezes the top of the backbone at a tenth of the learning rate. The backbone is called with
+``training=False`` so its BatchNormalization layers keep their ImageNet statistics in both
+stages (unfreezing them in training mode wrecks a pretrained network on a small dataset).
+Without pretrained weights there is nothing to protect: the whole network trains from the start
+with BatchNormalization learning normally.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from components import augmentation, preprocess, serving, storage
+from components.backbones import get_backbone
+
+log = logging.getLogger(__name__)
+
+_SHUFFLE_BUFFER = 2048
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "mobilenet"
+    weights: str = "imagenet"
+    alpha: float = 1.0
+    image_size: int = 224
+    epochs: int = 5
+    fine_tune_epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    unfreeze_fraction: float = 0.3
+    dropout: float = 0.2
+    augmentations: str = augmentation.DEFAULT_AUGMENTATIONS
+    early_stopping_patience: int = 3
+    seed: int = 42
+
+
+@dataclass
+class TrainResult:
+    class_names: list[str]
+    history: dict[str, list[float]] = field(default_factory=dict)
+    stages: list[str] = field(default_factory=list)
+
+    @property
+    def final_metrics(self) -> dict[str, float]:
+        return {name: values[-1] for name, values in self.history.items() if values}
+
+
+def train(
+    examples_dir: str, transform_dir: str, model_dir: str, config: TrainConfig
+) -> TrainResult:
+    """Trains on ``examples_dir/{train,validation}`` and writes the serving SavedModel."""
+    keras.utils.set_random_seed(config.seed)
+    tft_output = tft.TFTransformOutput(transform_dir)
+    class_names = [name.decode() for name in
+                   tft_output.vocabulary_by_name(preprocess.LABEL_VOCABULARY)]
+    log.info("Training %s on %d classes: %s", config.backbone, len(class_names), class_names)
+    train_data = make_dataset(examples_dir, "train", tft_output, config, shuffle=True)
+    validation_data = _optional_split(examples_dir, "validation", tft_output, config)
+
+    pretrained = config.weights.lower() != "none"
+    model, backbone = build_model(config, num_classes=len(class_names))
+    result = TrainResult(class_names=class_names)
+    if pretrained:
+        backbone.trainable = False
+        _fit(model, "head", train_data, validation_data, config.learning_rate, config.epochs,
+             config, result)
+        if config.fine_tune_epochs > 0:
+            unfrozen = unfreeze_top(backbone, config.unfreeze_fraction)
+            log.info("Stage 2: fine-tuning the top %d of %d backbone layers", unfrozen,
+                     len(backbone.layers))
+            _fit(model, "fine_tune", train_data, validation_data, config.learning_rate / 10,
+                 config.fine_tune_epochs, config, result)
+    else:
+        _fit(model, "full", train_data, validation_data, config.learning_rate,
+             config.epochs + config.fine_tune_epochs, config, result)
+
+    serving.export(model, transform_dir, class_names, config.image_size, model_dir)
+    log.info("Exported the serving SavedModel to %s", model_dir)
+    return result
+
+
+def build_model(config: TrainConfig, num_classes: int) -> tuple[keras.Model, keras.Model]:
+    """uint8-valued RGB ``[size, size, 3]`` (as float) -> class probabilities."""
+    spec = get_backbone(config.backbone)
+    shape = (config.image_size, config.image_size, 3)
+    pretrained = config.weights.lower() != "none"
+    try:
+        backbone = spec.build(shape, _keras_weights(config.weights), config.alpha)
+    except OSError as error:  # urllib and file errors both derive from OSError
+        raise RuntimeError(
+            f"Could not load {config.weights} weights for {spec.name} ({error}). Without "
+            "internet access pass weights=PATH (a Keras weights file) or weights=none."
+        ) from error
+
+    if not pretrained:
+        _speed_up_batch_norm_statistics(backbone)
+
+    inputs = keras.Input(shape=shape, name="image")
+    x = augmentation.augmentation_block(config.augmentations, config.seed)(inputs)
+    if spec.scaling is not None:
+        x = spec.scaling()(x)
+    x = backbone(x, training=False) if pretrained else backbone(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(config.dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="scores")(x)
+    return keras.Model(inputs, outputs, name=f"{spec.name}_classifier"), backbone
+
+
+def unfreeze_top(backbone: keras.Model, fraction: float) -> int:
+    """Makes the top ``fraction`` of layers trainable; returns how many."""
+    backbone.trainable = True
+    count = max(1, math.ceil(len(backbone.layers) * fraction))
+    for layer in backbone.layers[:-count]:
+        layer.trainable = False
+    return count
+
+
+def make_dataset(
+    examples_dir: str,
+    split: str,
+    tft_output: tft.TFTransformOutput,
+    config: TrainConfig,
+    shuffle: bool,
+) -> tf.data.Dataset:
+    """Batches of ``(float32 images in [0, 255], int64 label ids)`` from the TFRecords."""
+    files = sorted(tf.io.gfile.glob(preprocess.split_file_pattern(examples_dir, split)))
+    if not files:
+        raise FileNotFoundError(f"No {split} TFRecords in {examples_dir}.")
+    feature_spec = tft_output.transformed_feature_spec()
+    image_size = config.image_size
+
+    def parse(records):
+        features = tf.io.parse_example(records, feature_spec)
+        images = preprocess.parse_images(features[preprocess.IMAGE_KEY], image_size)
+        return tf.cast(images, tf.float32), features[preprocess.LABEL_ID_KEY]
+
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        dataset = dataset.shuffle(len(files), seed=config.seed)
+    dataset = dataset.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    if shuffle:
+        dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=config.seed)
+    dataset = dataset.batch(config.batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _optional_split(examples_dir, split, tft_output, config) -> tf.data.Dataset | None:
+    if not tf.io.gfile.glob(preprocess.split_file_pattern(examples_dir, split)):
+        log.warning("No %s split: early stopping watches the training loss instead", split)
+        return None
+    return make_dataset(examples_dir, split, tft_output, config, shuffle=False)
+
+
+def _fit(model, stage, train_data, validation_data, learning_rate, epochs, config, result):
+    if epochs <= 0:
+        return
+    log.info("Stage %s: %d epochs at learning rate %g", stage, epochs, learning_rate)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    monitor = "val_loss" if validation_data is not None else "loss"
+    history = model.fit(
+        train_data,
+        validation_data=validation_data,
+        epochs=epochs,
+        verbose=2,
+        callbacks=[
+            keras.callbacks.EarlyStopping(
+                monitor=monitor,
+                patience=config.early_stopping_patience,
+                restore_best_weights=True,
+            )
+        ],
+    )
+    for name, values in history.history.items():
+        result.history.setdefault(name, []).extend(float(v) for v in values)
+    result.stages.extend([stage] * len(history.epoch))
+
+
+def _speed_up_batch_norm_statistics(backbone: keras.Model) -> None:
+    """From scratch, BatchNormalization's moving statistics trail weights that change fast;
+    at Keras' default momentum of 0.99 a short run validates on stale statistics and looks
+    like chance. 0.9 lets them keep up."""
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+
+
+def _keras_weights(weights: str) -> str | None:
+    """``imagenet`` | ``none`` | a local or ``gs://`` weights file, as Keras takes it."""
+    if weights.lower() == "none":
+        return None
+    if weights.lower() == "imagenet":
+        return "imagenet"
+    if storage.is_gcs(weights):
+        local = Path(tempfile.mkdtemp()) / Path(weights).name
+        local.write_bytes(storage.read_bytes(weights))
+        return str(local)
+    if not Path(weights).is_file():
+        raise FileNotFoundError(
+            f"Weights file {weights} not found; pass weights=imagenet, none, or an existing "
+            "Keras .h5/.weights.h5 file."
+        )
+    return str(Path(weights).resolve())

@@ -1,0 +1,262 @@
+"""Validate: a great-expectations suite over the manifest, and a quarantine for broken files.
+
+Every file is decoded with the very op preprocess uses, so a file that passes here cannot crash
+the transform. Files that do not decode, or are smaller than ``min_side``, are quarantined:
+left out of the validated manifest and listed with the reason. The rest of the suite guards
+the dataset as a whole; a failed ``error`` rule stops the run with one sentence that says what
+to change, a failed ``warning`` rule only shows in the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from components import manifest, report, storage
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
+_TF_ERROR_NOISE = re.compile(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]")
+_DECODERS = 8
+
+
+class DataValidationError(RuntimeError):
+    """The data failed a rule that makes training on it pointless."""
+
+
+@dataclass
+class RuleResult:
+    rule: str
+    severity: str  # "error" stops the run, "warning" is reported
+    passed: bool
+    observed: str
+    expectation: str
+    fix: str = ""
+
+
+@dataclass
+class ValidationResult:
+    images: dict[str, int]
+    quarantined: int
+    rules: list[RuleResult] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[RuleResult]:
+        return [r for r in self.rules if r.severity == "error" and not r.passed]
+
+
+def validate(
+    manifest_dir: str,
+    output_dir: str,
+    report_path: str,
+    min_side: int = 32,
+    min_images_per_class: int = 5,
+    max_invalid_fraction: float = 0.05,
+) -> ValidationResult:
+    """Writes the validated manifest and ``quarantine.csv`` to ``output_dir`` and the HTML
+    report to ``report_path``; raises :class:`DataValidationError` on a failed ``error`` rule."""
+    frame = manifest.read(manifest_dir)
+    frame["quarantine_reason"] = quarantine_reasons(frame, min_side)
+    kept = frame[frame["quarantine_reason"] == ""].reset_index(drop=True)
+    quarantined = frame[frame["quarantine_reason"] != ""].rename(
+        columns={"quarantine_reason": "reason"}
+    )
+    rules = run_suite(frame, kept, min_side, min_images_per_class, max_invalid_fraction)
+    result = ValidationResult(
+        images=manifest.counts_by_split(kept), quarantined=len(quarantined), rules=rules
+    )
+
+    manifest.write(kept[manifest.COLUMNS], output_dir)
+    manifest.write(quarantined[manifest.QUARANTINE_COLUMNS], output_dir, manifest.QUARANTINE_FILE)
+    Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(report_path).write_text(report.validation_html(result, kept, quarantined))
+    log.info("Validation: %s images per split, %d quarantined; report at %s",
+             result.images, result.quarantined, report_path)
+    for rule in rules:
+        if not rule.passed:
+            log.warning("%s rule failed: %s (%s)", rule.severity, rule.rule, rule.observed)
+    if result.failures:
+        raise DataValidationError(" ".join(_sentence(rule) for rule in result.failures))
+    return result
+
+
+def quarantine_reasons(frame: pd.DataFrame, min_side: int) -> list[str]:
+    """One reason per row, empty for a usable image."""
+    with ThreadPoolExecutor(max_workers=_DECODERS) as pool:
+        decode_errors = list(pool.map(decode_error, frame["uri"]))
+    reasons = []
+    for row, error in zip(frame.itertuples(), decode_errors, strict=True):
+        if error:
+            reasons.append(error)
+        elif row.format not in SUPPORTED_FORMATS:
+            reasons.append(f"unsupported format {row.format or 'unknown'}; "
+                           f"supported: {', '.join(SUPPORTED_FORMATS)}")
+        elif min(row.width, row.height) < min_side:
+            reasons.append(f"{row.width}x{row.height} is smaller than min_side={min_side}")
+        else:
+            reasons.append("")
+    return reasons
+
+
+def decode_error(uri: str) -> str:
+    """Why the file does not decode the way preprocess decodes it, or an empty string."""
+    import tensorflow as tf
+
+    try:
+        data = storage.read_bytes(uri)
+    except OSError as error:
+        return f"unreadable: {error}"
+    if not data:
+        return "empty file"
+    try:
+        tf.io.decode_image(data, channels=3, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
+        message = _TF_ERROR_NOISE.sub("", error.message.splitlines()[0]).strip()
+        return f"does not decode as an image: {message}"
+    return ""
+
+
+def run_suite(
+    frame: pd.DataFrame,
+    kept: pd.DataFrame,
+    min_side: int,
+    min_images_per_class: int,
+    max_invalid_fraction: float,
+) -> list[RuleResult]:
+    import great_expectations as gx
+
+    context = _context()
+    tables = {
+        "files": frame.assign(usable=frame["quarantine_reason"] == ""),
+        "images": kept.assign(min_side=kept[["width", "height"]].min(axis=1)),
+        "train_classes": _train_counts(kept),
+        "split_contents": kept.drop_duplicates(["sha256", "split"]),
+    }
+    expectations = {
+        "files": [
+            (
+                gx.expectations.ExpectColumnValuesToBeInSet(
+                    column="usable", value_set=[True], mostly=1 - max_invalid_fraction
+                ),
+                "error",
+                f"at most max_invalid_fraction={max_invalid_fraction:g} of the files quarantined",
+                f"fix or remove the files listed in the report, or raise max_invalid_fraction "
+                f"(now {max_invalid_fraction:g})",
+            ),
+            (
+                gx.expectations.ExpectColumnValuesToBeInSet(column="usable", value_set=[True]),
+                "warning",
+                f"every file decodes and no side is under min_side={min_side}",
+                "",
+            ),
+        ],
+        "images": [
+            (
+                gx.expectations.ExpectColumnUniqueValueCountToBeBetween(
+                    column="label", min_value=2
+                ),
+                "error",
+                "at least 2 classes",
+                "add images of a second class",
+            ),
+            (
+                gx.expectations.ExpectColumnValuesToBeBetween(column="min_side",
+                                                              min_value=min_side),
+                "error",
+                f"no side under min_side={min_side} after quarantine",
+                "",
+            ),
+        ],
+        "train_classes": [
+            (
+                gx.expectations.ExpectColumnValuesToBeBetween(
+                    column="train_images", min_value=min_images_per_class
+                ),
+                "error",
+                f"at least min_images_per_class={min_images_per_class} train images per class",
+                f"add train images to the classes named, or lower min_images_per_class "
+                f"(now {min_images_per_class})",
+            ),
+        ],
+        "split_contents": [
+            (
+                gx.expectations.ExpectColumnValuesToBeUnique(column="sha256"),
+                "error",
+                "no identical file in two splits",
+                "remove the duplicates listed from all but one split",
+            ),
+        ],
+    }
+    rules = []
+    for table, checks in expectations.items():
+        suite = gx.ExpectationSuite(name=table)
+        for expectation, *_ in checks:
+            suite.add_expectation(expectation)
+        batch = _batch(context, table, tables[table])
+        results = batch.validate(suite).results
+        for outcome, (_, severity, description, fix) in zip(results, checks, strict=True):
+            rules.append(
+                RuleResult(
+                    rule=description,
+                    severity=severity,
+                    passed=bool(outcome.success),
+                    observed=_observed(table, tables[table], outcome.result,
+                                      min_images_per_class),
+                    expectation=outcome.expectation_config.type,
+                    fix=fix,
+                )
+            )
+    return rules
+
+
+def _context():
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
+def _batch(context, name: str, table: pd.DataFrame):
+    asset = context.data_sources.add_pandas(name).add_dataframe_asset(name)
+    definition = asset.add_batch_definition_whole_dataframe(name)
+    return definition.get_batch(batch_parameters={"dataframe": table})
+
+
+def _train_counts(kept: pd.DataFrame) -> pd.DataFrame:
+    """Train images per class, including classes seen only in validation or test (zero)."""
+    train = kept[kept["split"] == "train"]["label"].value_counts()
+    labels = sorted(kept["label"].unique())
+    return pd.DataFrame({"label": labels, "train_images": [int(train.get(c, 0)) for c in labels]})
+
+
+def _observed(table: str, data: pd.DataFrame, result: dict, min_images_per_class: int) -> str:
+    if "observed_value" in result:
+        return f"{result['observed_value']}"
+    unexpected = result.get("unexpected_count", 0)
+    total = result.get("element_count", len(data))
+    if table == "files":
+        share = 100 * unexpected / max(total, 1)
+        return f"{unexpected} of {total} files quarantined ({share:.1f}%)"
+    if table == "train_classes":
+        short = data[data["train_images"] < min_images_per_class]
+        return "classes short of train images: " + ", ".join(
+            f"{row.label} ({row.train_images})" for row in short.itertuples()
+        )
+    if table == "split_contents":
+        return f"{unexpected} files in more than one split"
+    return f"{unexpected} of {total} values out of range"
+
+
+def _sentence(rule: RuleResult) -> str:
+    fix = f"; {rule.fix}" if rule.fix else ""
+    return f"Data validation failed: expected {rule.rule}, found {rule.observed}{fix}."

@@ -1,0 +1,154 @@
+"""``imgclf``: run the pipeline locally, compile it for Kubeflow, or ask a pushed model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from components.augmentation import DEFAULT_AUGMENTATIONS
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return args.handler(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imgclf", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the whole pipeline locally through kfp.local")
+    run.add_argument("--data", default="sample:digits",
+                     help="class-per-folder tree (local or gs://), or sample:digits")
+    run.add_argument("--model-name", default="imgclf")
+    run.add_argument("--serving-dir", default="serving",
+                     help="TF Serving model root: models go to DIR/NAME/VERSION")
+    run.add_argument("--pipeline-root", default="runs", help="where kfp.local keeps artifacts")
+    run.add_argument("--backbone", default="mobilenet")
+    run.add_argument("--alpha", type=float, default=1.0, help="MobileNet width multiplier")
+    run.add_argument("--weights", default="imagenet", help="imagenet | none | PATH")
+    run.add_argument("--image-size", type=int, default=224)
+    run.add_argument("--epochs", type=int, default=5, help="stage 1: head only")
+    run.add_argument("--fine-tune-epochs", type=int, default=3, help="stage 2: top unfrozen")
+    run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--learning-rate", type=float, default=1e-3)
+    run.add_argument("--augmentations", default=DEFAULT_AUGMENTATIONS,
+                     help="comma-separated: flip, rotation, zoom, contrast; or none")
+    run.add_argument("--min-side", type=int, default=16)
+    run.add_argument("--min-images-per-class", type=int, default=5)
+    run.add_argument("--min-accuracy", type=float, default=0.5)
+    run.add_argument("--max-regression", type=float, default=0.0)
+    run.add_argument("--max-invalid-fraction", type=float, default=0.05)
+    run.add_argument("--summary-json", help="also write the run summary to this file")
+    run.set_defaults(handler=_run)
+
+    compile_ = commands.add_parser("compile", help="write the KFP IR YAML for a cluster")
+    compile_.add_argument("-o", "--output", default="build/pipeline.yaml")
+    compile_.add_argument("--image", help="image for the CPU steps")
+    compile_.add_argument("--gpu-image", help="image for the train step")
+    compile_.set_defaults(handler=_compile)
+
+    predict = commands.add_parser("predict", help="classify images with a pushed SavedModel")
+    predict.add_argument("--model", required=True, help="a SavedModel folder (a version dir)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.set_defaults(handler=_predict)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipelines import local
+
+    data = args.data if ":" in args.data.split("/")[0] else str(Path(args.data).resolve())
+    arguments = {
+        "data_uri": data,
+        "serving_root": str(Path(args.serving_dir).resolve()),
+        "model_name": args.model_name,
+        "backbone": args.backbone,
+        "alpha": args.alpha,
+        "weights": args.weights,
+        "image_size": args.image_size,
+        "epochs": args.epochs,
+        "fine_tune_epochs": args.fine_tune_epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "augmentations": args.augmentations,
+        "min_side": args.min_side,
+        "min_images_per_class": args.min_images_per_class,
+        "min_accuracy": args.min_accuracy,
+        "max_regression": args.max_regression,
+        "max_invalid_fraction": args.max_invalid_fraction,
+    }
+    try:
+        summary = local.run(arguments, args.pipeline_root)
+    except local.PipelineFailed as error:
+        print(f"\nimgclf run failed: {error}. The failing step's own error is above.",
+              file=sys.stderr)
+        return 1
+    print(_describe(summary))
+    if args.summary_json:
+        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary_json).write_text(summary.to_json())
+        print(f"Summary written to {args.summary_json}")
+    return 0
+
+
+def _describe(summary) -> str:
+    def headline(metrics):
+        return f"accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}"
+
+    images = ", ".join(f"{split} {count}" for split, count in summary.images.items())
+    lines = [
+        "",
+        "== imgclf run summary ==",
+        f"images:      {images}; {summary.quarantined} quarantined",
+        f"candidate:   {headline(summary.candidate)}",
+        "baseline:    "
+        + (f"version {summary.baseline['version']}: {headline(summary.baseline)}"
+           if summary.baseline else "none (first model)"),
+    ]
+    if summary.blessed:
+        lines.append("blessed:     yes")
+    else:
+        failed = [check["rule"] for check in summary.blessing if not check["passed"]]
+        lines.append(f"blessed:     no ({'; '.join(failed)})")
+    lines.append(
+        f"pushed:      version {summary.pushed['version']} to {summary.pushed['path']}"
+        if summary.pushed else "pushed:      nothing"
+    )
+    lines.append(f"reports:     {summary.validation_report}")
+    lines.append(f"             {summary.evaluation_report}")
+    return "\n".join(lines)
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from kfp import compiler
+
+    from components import kfp_steps
+    from pipelines.pipeline import create_pipeline
+
+    pipeline = create_pipeline(args.image or kfp_steps.STEP_IMAGE,
+                               args.gpu_image or kfp_steps.GPU_IMAGE)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(pipeline, args.output)
+    print(f"Pipeline written to {args.output}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from components import serving
+
+    model = serving.ServedModel(args.model)
+    for image in args.images:
+        outputs = model.predict([Path(image).read_bytes()])
+        print(json.dumps({
+            "image": image,
+            "label": outputs[serving.LABEL_KEY][0].decode(),
+            "top": serving.top_scores(outputs, 0),
+        }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The DAG: ingest -> validate -> preprocess -> train (GPU) -> evaluate -> [blessed] push."""
+
+from kfp import dsl
+
+from components import kfp_steps
+from components.augmentation import DEFAULT_AUGMENTATIONS
+
+PIPELINE_NAME = "imgclf"
+
+
+def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp_steps.GPU_IMAGE):
+    """The pipeline function, with the container images the cluster should run."""
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Image classification: ingest, validate, TFT preprocess, Keras transfer "
+        "learning, evaluate against the served model, push to TF Serving when blessed.",
+    )
+    def imgclf(
+        serving_root: str,
+        data_uri: str = "sample:digits",
+        model_name: str = "imgclf",
+        train_fraction: float = 0.8,
+        validation_fraction: float = 0.1,
+        min_side: int = 16,
+        min_images_per_class: int = 5,
+        max_invalid_fraction: float = 0.05,
+        image_size: int = 224,
+        beam_pipeline_args: list = ["--runner=DirectRunner"],  # noqa: B006 - a KFP default
+        backbone: str = "mobilenet",
+        weights: str = "imagenet",
+        alpha: float = 1.0,
+        epochs: int = 5,
+        fine_tune_epochs: int = 3,
+        batch_size: int = 32,
+        learning_rate: float = 1e-3,
+        augmentations: str = DEFAULT_AUGMENTATIONS,
+        min_accuracy: float = 0.5,
+        max_regression: float = 0.0,
+    ) -> dsl.Artifact:
+        ingested = kfp_steps.ingest(
+            data_uri=data_uri,
+            train_fraction=train_fraction,
+            validation_fraction=validation_fraction,
+        )
+        # New data must be seen on every scheduled run.
+        ingested.set_caching_options(False).set_container_image(step_image)
+
+        validated = kfp_steps.validate(
+            manifest=ingested.outputs["manifest"],
+            min_side=min_side,
+            min_images_per_class=min_images_per_class,
+            max_invalid_fraction=max_invalid_fraction,
+        )
+        validated.set_container_image(step_image)
+        preprocessed = kfp_steps.preprocess(
+            validated_manifest=validated.outputs["validated_manifest"],
+            image_size=image_size,
+            beam_pipeline_args=beam_pipeline_args,
+        )
+        preprocessed.set_container_image(step_image)
+        trained = kfp_steps.train(
+            examples=preprocessed.outputs["examples"],
+            transform_graph=preprocessed.outputs["transform_graph"],
+            backbone=backbone,
+            weights=weights,
+            alpha=alpha,
+            image_size=image_size,
+            epochs=epochs,
+            fine_tune_epochs=fine_tune_epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            augmentations=augmentations,
+        )
+        trained.set_container_image(gpu_image)
+        trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+
+        evaluated = kfp_steps.evaluate(
+            model=trained.outputs["model"],
+            validated_manifest=validated.outputs["validated_manifest"],
+            serving_root=serving_root,
+            model_name=model_name,
+            min_accuracy=min_accuracy,
+            max_regression=max_regression,
+        )
+        # The baseline is whatever is served now: never reuse a cached verdict.
+        evaluated.set_caching_options(False).set_container_image(step_image)
+
+        with dsl.If(evaluated.outputs["Output"] == True):  # noqa: E712 - KFP condition
+            pushed = kfp_steps.push(
+                model=trained.outputs["model"],
+                validated_manifest=validated.outputs["validated_manifest"],
+                serving_root=serving_root,
+                model_name=model_name,
+            )
+            pushed.set_caching_options(False).set_container_image(step_image)
+        return evaluated.outputs["evaluation"]
+
+    return imgclf
