@@ -24,8 +24,8 @@ def parse_augmentations(spec: str) -> list[str]:
     return names
 
 
-def augmentation_block(spec: str, seed: int = 0):
-    """A ``keras.Sequential`` of the named augmentations (empty: the identity)."""
+def augmentation_layers(spec: str, seed: int = 0) -> list:
+    """The named augmentations as Keras layers, in order."""
     # Imported here so that compiling the pipeline, which reads the defaults above, does not
     # start TensorFlow.
     import keras
@@ -36,6 +36,4 @@ def augmentation_block(spec: str, seed: int = 0):
         "zoom": lambda s: keras.layers.RandomZoom(0.1, fill_mode="constant", seed=s),
         "contrast": lambda s: keras.layers.RandomContrast(0.2, seed=s),
     }
-    chosen = parse_augmentations(spec)
-    return keras.Sequential([layers[name](seed + i) for i, name in enumerate(chosen)],
-                            name="augmentation")
+    return [layers[name](seed + i) for i, name in enumerate(parse_augmentations(spec))]

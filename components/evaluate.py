@@ -72,11 +72,14 @@ def evaluate(
             baseline = score(serving.ServedModel(baseline_dir), images, true_labels, batch_size)
         except Exception as error:  # noqa: BLE001 - a broken baseline must not block a fix
             baseline_error = f"{type(error).__name__}: {error}"
-            log.warning("Baseline version %d could not be scored (%s); judging the candidate "
-                        "on the floors alone", baseline_version, baseline_error)
+            log.warning(
+                "Baseline version %d could not be scored (%s); judging the candidate "
+                "on the floors alone",
+                baseline_version,
+                baseline_error,
+            )
     else:
-        log.info("No model under %s/%s yet: judging on the floors alone", serving_root,
-                 model_name)
+        log.info("No model under %s/%s yet: judging on the floors alone", serving_root, model_name)
 
     checks = blessing_checks(candidate, baseline, min_accuracy, max_regression)
     return Evaluation(
@@ -108,8 +111,9 @@ def classification_metrics(true_labels: list[str], predicted: list[str]) -> Mode
         # Averaged over the classes in the test set: a class the model invents but that
         # never occurs would otherwise count as a zero.
         macro_f1=float(
-            skm.f1_score(true_labels, predicted, labels=true_classes, average="macro",
-                         zero_division=0)
+            skm.f1_score(
+                true_labels, predicted, labels=true_classes, average="macro", zero_division=0
+            )
         ),
         per_class={
             label: {
@@ -167,8 +171,11 @@ def evaluation_html(evaluation: Evaluation) -> str:
     compare = pd.DataFrame(
         {
             "metric": ["accuracy", "macro F1", "test images"],
-            "candidate": [f"{candidate.accuracy:.4f}", f"{candidate.macro_f1:.4f}",
-                          candidate.images],
+            "candidate": [
+                f"{candidate.accuracy:.4f}",
+                f"{candidate.macro_f1:.4f}",
+                candidate.images,
+            ],
             "baseline": (
                 [f"{baseline.accuracy:.4f}", f"{baseline.macro_f1:.4f}", baseline.images]
                 if baseline
@@ -208,4 +215,3 @@ def evaluation_html(evaluation: Evaluation) -> str:
 def _read_all(uris: list[str]) -> list[bytes]:
     with ThreadPoolExecutor(max_workers=_READERS) as pool:
         return list(pool.map(storage.read_bytes, uris))
-

@@ -30,8 +30,9 @@ def ingest(
     from components.ingest import ingest as ingest_images
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    frame = ingest_images(data_uri, manifest.path, manifest.uri, train_fraction,
-                          validation_fraction)
+    frame = ingest_images(
+        data_uri, manifest.path, manifest.uri, train_fraction, validation_fraction
+    )
     for split, count in manifest_schema.counts_by_split(frame).items():
         metrics.log_metric(f"{split}_images", count)
     manifest.metadata["images"] = len(frame)
@@ -53,8 +54,14 @@ def validate(
     from components.validate import validate as validate_manifest
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = validate_manifest(manifest.path, validated_manifest.path, report.path, min_side,
-                               min_images_per_class, max_invalid_fraction)
+    result = validate_manifest(
+        manifest.path,
+        validated_manifest.path,
+        report.path,
+        min_side,
+        min_images_per_class,
+        max_invalid_fraction,
+    )
     for split, count in result.images.items():
         metrics.log_metric(f"{split}_images", count)
     metrics.log_metric("quarantined", result.quarantined)
@@ -75,8 +82,9 @@ def preprocess(
     from components.preprocess import preprocess as transform_images
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    counts = transform_images(validated_manifest.path, examples.path, transform_graph.path,
-                              image_size, beam_pipeline_args)
+    counts = transform_images(
+        validated_manifest.path, examples.path, transform_graph.path, image_size, beam_pipeline_args
+    )
     examples.metadata["images"] = counts
 
 
@@ -103,9 +111,17 @@ def train(
     from components.train import train as train_model
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    config = TrainConfig(backbone=backbone, weights=weights, alpha=alpha, image_size=image_size,
-                         epochs=epochs, fine_tune_epochs=fine_tune_epochs, batch_size=batch_size,
-                         learning_rate=learning_rate, augmentations=augmentations)
+    config = TrainConfig(
+        backbone=backbone,
+        weights=weights,
+        alpha=alpha,
+        image_size=image_size,
+        epochs=epochs,
+        fine_tune_epochs=fine_tune_epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        augmentations=augmentations,
+    )
     result = train_model(examples.path, transform_graph.path, model.path, config)
     for name, value in result.final_metrics.items():
         metrics.log_metric(name, value)
@@ -137,8 +153,9 @@ def evaluate(
     from components.evaluate import write_outputs
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = evaluate_models(model.path, validated_manifest.path, serving_root, model_name,
-                             min_accuracy, max_regression)
+    result = evaluate_models(
+        model.path, validated_manifest.path, serving_root, model_name, min_accuracy, max_regression
+    )
     write_outputs(result, evaluation.path)
     shutil.copyfile(Path(evaluation.path) / "report.html", report.path)
     metrics.log_metric("accuracy", result.candidate.accuracy)

@@ -40,8 +40,9 @@ def read(folder: str | Path, name: str = MANIFEST_FILE) -> pd.DataFrame:
     path = Path(folder) / name
     if not path.exists():
         raise FileNotFoundError(f"No {name} in {folder}: is this a manifest artifact folder?")
-    frame = pd.read_csv(path, dtype=_DTYPES, keep_default_na=False, na_values={"width": [""],
-                                                                              "height": [""]})
+    frame = pd.read_csv(
+        path, dtype=_DTYPES, keep_default_na=False, na_values={"width": [""], "height": [""]}
+    )
     return frame
 
 

@@ -146,8 +146,9 @@ def _read_split(pipeline: beam.Pipeline, frame, split: str) -> beam.PCollection:
         # Spread the reads across workers instead of keeping them on the one that listed them.
         | f"Spread{split.title()}" >> beam.Reshuffle()
         | f"Read{split.title()}"
-        >> beam.MapTuple(lambda uri, label: {IMAGE_BYTES_KEY: storage.read_bytes(uri),
-                                             LABEL_KEY: label})
+        >> beam.MapTuple(
+            lambda uri, label: {IMAGE_BYTES_KEY: storage.read_bytes(uri), LABEL_KEY: label}
+        )
     )
 
 

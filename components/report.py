@@ -40,9 +40,7 @@ def status(passed: bool, severity: str = "error") -> str:
     return f"<span class='{css}'>{'FAIL' if severity == 'error' else 'warning'}</span>"
 
 
-def validation_html(
-    result: ValidationResult, kept: pd.DataFrame, quarantined: pd.DataFrame
-) -> str:
+def validation_html(result: ValidationResult, kept: pd.DataFrame, quarantined: pd.DataFrame) -> str:
     rows = "".join(
         f"<tr><td>{status(r.passed, r.severity)}</td><td>{html.escape(r.severity)}</td>"
         f"<td>{html.escape(r.rule)}</td><td>{html.escape(r.observed)}</td>"
@@ -54,8 +52,9 @@ def validation_html(
         f"<th>observed</th><th>great-expectations</th></tr>{rows}</table>"
     )
     per_class = (
-        kept.pivot_table(index="label", columns="split", values="uri", aggfunc="count",
-                         fill_value=0)
+        kept.pivot_table(
+            index="label", columns="split", values="uri", aggfunc="count", fill_value=0
+        )
         .reset_index()
         .rename_axis(columns=None)
     )

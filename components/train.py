@@ -1,9 +1,11 @@
 """Train: Keras transfer learning on the preprocessed TFRecords, exported for TF Serving.
 
 With pretrained weights, stage 1 trains the new head on a frozen backbone, then stage 2
-unfreezes the top of the backbone at a tenth of the learning rate. The backbone is called with
-``training=False`` so its BatchNormalization layers keep their ImageNet statistics in both
-stages (unfreezing them in training mode wrecks a pretrained network on a small dataset).
+unfreezes the top of the backbone at a tenth of the learning rate. BatchNormalization layers
+stay frozen in both stages, which in Keras 3 also keeps them in inference mode: they keep their
+ImageNet statistics (updating them from small batches wrecks a pretrained network). Calling
+the backbone with ``training=False`` is not enough in Keras 3, whose functional models pass the
+outer ``training`` flag down to every layer.
 Without pretrained weights there is nothing to protect: the whole network trains from the start
 with BatchNormalization learning normally.
 """
@@ -62,8 +64,9 @@ def train(
     """Trains on ``examples_dir/{train,validation}`` and writes the serving SavedModel."""
     keras.utils.set_random_seed(config.seed)
     tft_output = tft.TFTransformOutput(transform_dir)
-    class_names = [name.decode() for name in
-                   tft_output.vocabulary_by_name(preprocess.LABEL_VOCABULARY)]
+    class_names = [
+        name.decode() for name in tft_output.vocabulary_by_name(preprocess.LABEL_VOCABULARY)
+    ]
     log.info("Training %s on %d classes: %s", config.backbone, len(class_names), class_names)
     train_data = make_dataset(examples_dir, "train", tft_output, config, shuffle=True)
     validation_data = _optional_split(examples_dir, "validation", tft_output, config)
@@ -73,17 +76,44 @@ def train(
     result = TrainResult(class_names=class_names)
     if pretrained:
         backbone.trainable = False
-        _fit(model, "head", train_data, validation_data, config.learning_rate, config.epochs,
-             config, result)
+        _fit(
+            model,
+            "head",
+            train_data,
+            validation_data,
+            config.learning_rate,
+            config.epochs,
+            config,
+            result,
+        )
         if config.fine_tune_epochs > 0:
             unfrozen = unfreeze_top(backbone, config.unfreeze_fraction)
-            log.info("Stage 2: fine-tuning the top %d of %d backbone layers", unfrozen,
-                     len(backbone.layers))
-            _fit(model, "fine_tune", train_data, validation_data, config.learning_rate / 10,
-                 config.fine_tune_epochs, config, result)
+            log.info(
+                "Stage 2: fine-tuning the top %d of %d backbone layers",
+                unfrozen,
+                len(backbone.layers),
+            )
+            _fit(
+                model,
+                "fine_tune",
+                train_data,
+                validation_data,
+                config.learning_rate / 10,
+                config.fine_tune_epochs,
+                config,
+                result,
+            )
     else:
-        _fit(model, "full", train_data, validation_data, config.learning_rate,
-             config.epochs + config.fine_tune_epochs, config, result)
+        _fit(
+            model,
+            "full",
+            train_data,
+            validation_data,
+            config.learning_rate,
+            config.epochs + config.fine_tune_epochs,
+            config,
+            result,
+        )
 
     serving.export(model, transform_dir, class_names, config.image_size, model_dir)
     log.info("Exported the serving SavedModel to %s", model_dir)
@@ -95,9 +125,10 @@ def build_model(config: TrainConfig, num_classes: int) -> tuple[keras.Model, ker
     spec = get_backbone(config.backbone)
     shape = (config.image_size, config.image_size, 3)
     pretrained = config.weights.lower() != "none"
+    weights = _keras_weights(config.weights)
     try:
-        backbone = spec.build(shape, _keras_weights(config.weights), config.alpha)
-    except OSError as error:  # urllib and file errors both derive from OSError
+        backbone = spec.build(shape, weights, config.alpha)
+    except OSError as error:  # a failed download (urllib) or an unreadable file
         raise RuntimeError(
             f"Could not load {config.weights} weights for {spec.name} ({error}). Without "
             "internet access pass weights=PATH (a Keras weights file) or weights=none."
@@ -107,10 +138,12 @@ def build_model(config: TrainConfig, num_classes: int) -> tuple[keras.Model, ker
         _speed_up_batch_norm_statistics(backbone)
 
     inputs = keras.Input(shape=shape, name="image")
-    x = augmentation.augmentation_block(config.augmentations, config.seed)(inputs)
+    x = inputs
+    for layer in augmentation.augmentation_layers(config.augmentations, config.seed):
+        x = layer(x)
     if spec.scaling is not None:
         x = spec.scaling()(x)
-    x = backbone(x, training=False) if pretrained else backbone(x)
+    x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(config.dropout, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="scores")(x)
@@ -118,11 +151,13 @@ def build_model(config: TrainConfig, num_classes: int) -> tuple[keras.Model, ker
 
 
 def unfreeze_top(backbone: keras.Model, fraction: float) -> int:
-    """Makes the top ``fraction`` of layers trainable; returns how many."""
+    """Makes the top ``fraction`` of layers trainable, BatchNormalization excepted; returns
+    how many layers that top holds."""
     backbone.trainable = True
     count = max(1, math.ceil(len(backbone.layers) * fraction))
-    for layer in backbone.layers[:-count]:
-        layer.trainable = False
+    for index, layer in enumerate(backbone.layers):
+        is_top = index >= len(backbone.layers) - count
+        layer.trainable = is_top and not isinstance(layer, keras.layers.BatchNormalization)
     return count
 
 

@@ -77,13 +77,19 @@ def validate(
     manifest.write(quarantined[manifest.QUARANTINE_COLUMNS], output_dir, manifest.QUARANTINE_FILE)
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     Path(report_path).write_text(report.validation_html(result, kept, quarantined))
-    log.info("Validation: %s images per split, %d quarantined; report at %s",
-             result.images, result.quarantined, report_path)
+    log.info(
+        "Validation: %s images per split, %d quarantined; report at %s",
+        result.images,
+        result.quarantined,
+        report_path,
+    )
     for rule in rules:
         if not rule.passed:
             log.warning("%s rule failed: %s (%s)", rule.severity, rule.rule, rule.observed)
     if result.failures:
-        raise DataValidationError(" ".join(_sentence(rule) for rule in result.failures))
+        raise DataValidationError(
+            "Data validation failed: " + " ".join(_sentence(rule) for rule in result.failures)
+        )
     return result
 
 
@@ -96,8 +102,10 @@ def quarantine_reasons(frame: pd.DataFrame, min_side: int) -> list[str]:
         if error:
             reasons.append(error)
         elif row.format not in SUPPORTED_FORMATS:
-            reasons.append(f"unsupported format {row.format or 'unknown'}; "
-                           f"supported: {', '.join(SUPPORTED_FORMATS)}")
+            reasons.append(
+                f"unsupported format {row.format or 'unknown'}; "
+                f"supported: {', '.join(SUPPORTED_FORMATS)}"
+            )
         elif min(row.width, row.height) < min_side:
             reasons.append(f"{row.width}x{row.height} is smaller than min_side={min_side}")
         else:
@@ -167,8 +175,9 @@ def run_suite(
                 "add images of a second class",
             ),
             (
-                gx.expectations.ExpectColumnValuesToBeBetween(column="min_side",
-                                                              min_value=min_side),
+                gx.expectations.ExpectColumnValuesToBeBetween(
+                    column="min_side", min_value=min_side
+                ),
                 "error",
                 f"no side under min_side={min_side} after quarantine",
                 "",
@@ -207,8 +216,7 @@ def run_suite(
                     rule=description,
                     severity=severity,
                     passed=bool(outcome.success),
-                    observed=_observed(table, tables[table], outcome.result,
-                                      min_images_per_class),
+                    observed=_observed(table, tables[table], outcome.result, min_images_per_class),
                     expectation=outcome.expectation_config.type,
                     fix=fix,
                 )
@@ -253,10 +261,12 @@ def _observed(table: str, data: pd.DataFrame, result: dict, min_images_per_class
             f"{row.label} ({row.train_images})" for row in short.itertuples()
         )
     if table == "split_contents":
-        return f"{unexpected} files in more than one split"
+        copies = data[data["sha256"].duplicated(keep=False)].sort_values(["sha256", "uri"])
+        shown = ", ".join(copies["uri"].head(6))
+        return f"{copies['sha256'].nunique()} identical files in more than one split ({shown})"
     return f"{unexpected} of {total} values out of range"
 
 
 def _sentence(rule: RuleResult) -> str:
     fix = f"; {rule.fix}" if rule.fix else ""
-    return f"Data validation failed: expected {rule.rule}, found {rule.observed}{fix}."
+    return f"expected {rule.rule}, found {rule.observed}{fix}."

@@ -20,11 +20,24 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the whole pipeline locally through kfp.local")
-    run.add_argument("--data", default="sample:digits",
-                     help="class-per-folder tree (local or gs://), or sample:digits")
+    run.add_argument(
+        "--data",
+        default="sample:digits",
+        help="class-per-folder tree (local or gs://), or sample:digits",
+    )
+    run.add_argument(
+        "--train-fraction",
+        type=float,
+        default=0.8,
+        help="share of images for train when the data has no split folders",
+    )
+    run.add_argument("--validation-fraction", type=float, default=0.1)
     run.add_argument("--model-name", default="imgclf")
-    run.add_argument("--serving-dir", default="serving",
-                     help="TF Serving model root: models go to DIR/NAME/VERSION")
+    run.add_argument(
+        "--serving-dir",
+        default="serving",
+        help="TF Serving model root: models go to DIR/NAME/VERSION",
+    )
     run.add_argument("--pipeline-root", default="runs", help="where kfp.local keeps artifacts")
     run.add_argument("--backbone", default="mobilenet")
     run.add_argument("--alpha", type=float, default=1.0, help="MobileNet width multiplier")
@@ -34,8 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fine-tune-epochs", type=int, default=3, help="stage 2: top unfrozen")
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--learning-rate", type=float, default=1e-3)
-    run.add_argument("--augmentations", default=DEFAULT_AUGMENTATIONS,
-                     help="comma-separated: flip, rotation, zoom, contrast; or none")
+    run.add_argument(
+        "--augmentations",
+        default=DEFAULT_AUGMENTATIONS,
+        help="comma-separated: flip, rotation, zoom, contrast; or none",
+    )
     run.add_argument("--min-side", type=int, default=16)
     run.add_argument("--min-images-per-class", type=int, default=5)
     run.add_argument("--min-accuracy", type=float, default=0.5)
@@ -65,6 +81,8 @@ def _run(args: argparse.Namespace) -> int:
         "data_uri": data,
         "serving_root": str(Path(args.serving_dir).resolve()),
         "model_name": args.model_name,
+        "train_fraction": args.train_fraction,
+        "validation_fraction": args.validation_fraction,
         "backbone": args.backbone,
         "alpha": args.alpha,
         "weights": args.weights,
@@ -83,8 +101,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         summary = local.run(arguments, args.pipeline_root)
     except local.PipelineFailed as error:
-        print(f"\nimgclf run failed: {error}. The failing step's own error is above.",
-              file=sys.stderr)
+        print(
+            f"\nimgclf run failed: {error}. The failing step's own error is above.", file=sys.stderr
+        )
         return 1
     print(_describe(summary))
     if args.summary_json:
@@ -105,8 +124,11 @@ def _describe(summary) -> str:
         f"images:      {images}; {summary.quarantined} quarantined",
         f"candidate:   {headline(summary.candidate)}",
         "baseline:    "
-        + (f"version {summary.baseline['version']}: {headline(summary.baseline)}"
-           if summary.baseline else "none (first model)"),
+        + (
+            f"version {summary.baseline['version']}: {headline(summary.baseline)}"
+            if summary.baseline
+            else "none (first model)"
+        ),
     ]
     if summary.blessed:
         lines.append("blessed:     yes")
@@ -115,7 +137,8 @@ def _describe(summary) -> str:
         lines.append(f"blessed:     no ({'; '.join(failed)})")
     lines.append(
         f"pushed:      version {summary.pushed['version']} to {summary.pushed['path']}"
-        if summary.pushed else "pushed:      nothing"
+        if summary.pushed
+        else "pushed:      nothing"
     )
     lines.append(f"reports:     {summary.validation_report}")
     lines.append(f"             {summary.evaluation_report}")
@@ -128,8 +151,9 @@ def _compile(args: argparse.Namespace) -> int:
     from components import kfp_steps
     from pipelines.pipeline import create_pipeline
 
-    pipeline = create_pipeline(args.image or kfp_steps.STEP_IMAGE,
-                               args.gpu_image or kfp_steps.GPU_IMAGE)
+    pipeline = create_pipeline(
+        args.image or kfp_steps.STEP_IMAGE, args.gpu_image or kfp_steps.GPU_IMAGE
+    )
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(pipeline, args.output)
     print(f"Pipeline written to {args.output}")
@@ -142,11 +166,15 @@ def _predict(args: argparse.Namespace) -> int:
     model = serving.ServedModel(args.model)
     for image in args.images:
         outputs = model.predict([Path(image).read_bytes()])
-        print(json.dumps({
-            "image": image,
-            "label": outputs[serving.LABEL_KEY][0].decode(),
-            "top": serving.top_scores(outputs, 0),
-        }))
+        print(
+            json.dumps(
+                {
+                    "image": image,
+                    "label": outputs[serving.LABEL_KEY][0].decode(),
+                    "top": serving.top_scores(outputs, 0),
+                }
+            )
+        )
     return 0
 
 

@@ -75,9 +75,7 @@ def summarize(run_dir: Path) -> RunSummary:
         quarantined=len(quarantined),
         candidate=_headline(evaluation["candidate"]),
         baseline=(
-            {**_headline(baseline), "version": evaluation["baseline_version"]}
-            if baseline
-            else None
+            {**_headline(baseline), "version": evaluation["baseline_version"]} if baseline else None
         ),
         blessed=evaluation["blessed"],
         blessing=evaluation["checks"],

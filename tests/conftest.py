@@ -1,0 +1,104 @@
+"""Small real data the tests make, and the shared photos and weights when they are there."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("IMGCLF_SHARED", REPO.parent / "shared"))
+CLOTHING = SHARED / "data" / "clothing-small"
+MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
+
+needs_clothing = pytest.mark.skipif(
+    not CLOTHING.is_dir(), reason=f"{CLOTHING} is absent (a fresh clone has no ../shared)"
+)
+needs_weights = pytest.mark.skipif(
+    not MOBILENET_WEIGHTS.is_file(),
+    reason=f"{MOBILENET_WEIGHTS} is absent (a fresh clone has no ../shared)",
+)
+
+CLASS_COLOURS = {"red": (210, 40, 40), "green": (40, 190, 60), "blue": (40, 60, 210)}
+IMAGE_SIZE = 32
+
+
+def encode_image(pixels: np.ndarray, image_format: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def colour_image(
+    colour: tuple[int, int, int], seed: int, size=(40, 48), image_format: str = "PNG"
+) -> bytes:
+    """A noisy patch of one colour: classes are separable, every image is different."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour) + rng.normal(0, 25, (size[1], size[0], 3)), 0, 255)
+    return encode_image(pixels.astype(np.uint8), image_format)
+
+
+def write_colour_tree(root: Path, per_class: int = 16, splits: tuple[str, ...] = ()) -> Path:
+    """``root/<class>/*.png`` or, with ``splits``, ``root/<split>/<class>/*.png``."""
+    for class_index, (label, colour) in enumerate(CLASS_COLOURS.items()):
+        for split_index, split in enumerate(splits or ("",)):
+            folder = root / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                seed = class_index * 10_000 + split_index * 1_000 + i
+                (folder / f"{label}-{i:03d}.png").write_bytes(colour_image(colour, seed))
+    return root
+
+
+@pytest.fixture(scope="session")
+def colour_tree(tmp_path_factory) -> Path:
+    return write_colour_tree(tmp_path_factory.mktemp("colours"), per_class=20)
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, colour_tree) -> dict[str, str]:
+    """ingest -> validate -> preprocess on the colour tree, as the pipeline chains them."""
+    from components.ingest import ingest
+    from components.preprocess import preprocess
+    from components.validate import validate
+
+    work = tmp_path_factory.mktemp("prepared")
+    paths = {name: str(work / name) for name in ("manifest", "validated", "examples", "transform")}
+    ingest(str(colour_tree), paths["manifest"], train_fraction=0.6, validation_fraction=0.2)
+    validate(
+        paths["manifest"],
+        paths["validated"],
+        str(work / "report.html"),
+        min_side=16,
+        min_images_per_class=3,
+    )
+    preprocess(paths["validated"], paths["examples"], paths["transform"], IMAGE_SIZE)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory, prepared) -> str:
+    """A real serving SavedModel trained for a few epochs on the colour tree."""
+    from components.train import TrainConfig, train
+
+    model_dir = str(tmp_path_factory.mktemp("model") / "saved_model")
+    config = TrainConfig(
+        backbone="mobilenet",
+        weights="none",
+        alpha=0.25,
+        image_size=IMAGE_SIZE,
+        epochs=3,
+        fine_tune_epochs=0,
+        batch_size=16,
+        learning_rate=0.003,
+        augmentations="none",
+    )
+    train(prepared["examples"], prepared["transform"], model_dir, config)
+    return model_dir

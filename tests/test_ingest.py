@@ -1,0 +1,101 @@
+import hashlib
+
+import pandas as pd
+import pytest
+from conftest import CLASS_COLOURS, colour_image, needs_clothing, write_colour_tree
+
+from components import manifest
+from components.ingest import SAMPLE_DIGITS, hash_split, ingest
+
+
+def test_class_folders_get_deterministic_content_hash_splits(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=30)
+    first = ingest(str(tree), str(tmp_path / "a"))
+    second = ingest(str(tree), str(tmp_path / "b"))
+
+    assert list(first.columns) == manifest.COLUMNS
+    assert len(first) == 90
+    assert set(first["label"]) == set(CLASS_COLOURS)
+    assert set(first["split"]) == {"train", "validation", "test"}
+    assert (tmp_path / "a" / "manifest.csv").read_bytes() == (
+        tmp_path / "b" / "manifest.csv"
+    ).read_bytes()
+    pd.testing.assert_frame_equal(first, second)
+    row = first.iloc[0]
+    assert row["format"] == "PNG" and (row["width"], row["height"]) == (40, 48)
+    assert (
+        row["bytes"]
+        == (tmp_path / "data" / row["label"] / row["uri"].split("/")[-1]).stat().st_size
+    )
+
+
+def test_identical_files_share_a_split(tmp_path):
+    data = colour_image((1, 2, 3), seed=7)
+    for label in ("a", "b"):
+        for i in range(3):
+            (tmp_path / "d" / label).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "d" / label / f"{i}.png").write_bytes(data)
+    frame = ingest(str(tmp_path / "d"), str(tmp_path / "out"))
+    assert frame["split"].nunique() == 1
+
+
+def test_split_folders_are_honoured_with_aliases(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=4, splits=("train", "val", "test"))
+    frame = ingest(str(tree), str(tmp_path / "out"))
+    assert manifest.counts_by_split(frame) == {"train": 12, "validation": 12, "test": 12}
+    assert set(frame[frame["split"] == "validation"]["uri"].str.split("/").str[-3]) == {"val"}
+
+
+def test_files_outside_class_folders_and_hidden_files_are_skipped(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=3)
+    (tree / "README.md").write_text("not a class")
+    (tree / "red" / ".DS_Store").write_bytes(b"finder junk")
+    frame = ingest(str(tree), str(tmp_path / "out"))
+    assert len(frame) == 9
+    assert not frame["uri"].str.contains("README|DS_Store").any()
+
+
+def test_unreadable_files_are_listed_for_validation_to_judge(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=3)
+    (tree / "red" / "notes.png").write_text("not an image")
+    frame = ingest(str(tree), str(tmp_path / "out"))
+    broken = frame[frame["uri"].str.endswith("notes.png")].iloc[0]
+    assert broken["format"] == "" and pd.isna(broken["width"])
+
+
+def test_sample_digits_renders_the_bundled_dataset(tmp_path):
+    frame = ingest(SAMPLE_DIGITS, str(tmp_path / "out"))
+    assert len(frame) == 1797
+    assert sorted(frame["label"].unique()) == [str(d) for d in range(10)]
+    assert set(frame["format"]) == {"PNG"}
+    assert frame["uri"].str.startswith(str(tmp_path / "out" / "sample-digits")).all()
+
+
+def test_hash_split_respects_fractions():
+    shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(5000)]
+    splits = pd.Series([hash_split(s, 0.7, 0.2) for s in shas]).value_counts(normalize=True)
+    assert splits["train"] == pytest.approx(0.7, abs=0.03)
+    assert splits["validation"] == pytest.approx(0.2, abs=0.03)
+
+
+@pytest.mark.parametrize(
+    ("data_uri", "message"),
+    [("sample:cats", "Unknown sample"), ("/nonexistent/images", "does not exist")],
+)
+def test_bad_sources_fail_with_a_clear_message(tmp_path, data_uri, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        ingest(data_uri, str(tmp_path / "out"))
+
+
+def test_fractions_that_leave_no_test_split_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="leaves no test split"):
+        ingest(SAMPLE_DIGITS, str(tmp_path / "out"), train_fraction=0.9, validation_fraction=0.1)
+
+
+@needs_clothing
+def test_shared_clothing_split_folders(tmp_path):
+    from conftest import CLOTHING
+
+    frame = ingest(str(CLOTHING), str(tmp_path / "out"))
+    assert manifest.counts_by_split(frame) == {"train": 3068, "validation": 341, "test": 372}
+    assert frame["label"].nunique() == 10

@@ -1,0 +1,79 @@
+import io
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+from conftest import CLASS_COLOURS, IMAGE_SIZE, encode_image
+from PIL import Image
+
+from components import manifest, storage
+from components.preprocess import (
+    IMAGE_KEY,
+    LABEL_ID_KEY,
+    LABEL_VOCABULARY,
+    decode_and_resize,
+    parse_images,
+    split_file_pattern,
+)
+
+
+def _records(examples_dir, split, transform_dir):
+    spec = tft.TFTransformOutput(transform_dir).transformed_feature_spec()
+    files = tf.io.gfile.glob(split_file_pattern(examples_dir, split))
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1000)
+    return [tf.io.parse_example(batch, spec) for batch in dataset][0]
+
+
+def test_every_split_becomes_gzip_tfrecords_of_resized_images(prepared):
+    frame = manifest.read(prepared["validated"])
+    for split, count in manifest.counts_by_split(frame).items():
+        records = _records(prepared["examples"], split, prepared["transform"])
+        images = parse_images(records[IMAGE_KEY], IMAGE_SIZE)
+        assert images.shape == (count, IMAGE_SIZE, IMAGE_SIZE, 3)
+        assert images.dtype == tf.uint8
+        assert set(records[LABEL_ID_KEY].numpy()) <= {0, 1, 2}
+
+
+def test_label_vocabulary_is_learned_from_train(prepared):
+    output = tft.TFTransformOutput(prepared["transform"])
+    vocabulary = [v.decode() for v in output.vocabulary_by_name(LABEL_VOCABULARY)]
+    assert sorted(vocabulary) == sorted(CLASS_COLOURS)
+
+
+def test_stored_images_are_the_decoded_files(prepared):
+    """The TFRecords hold exactly what decode_and_resize makes of each file."""
+    frame = manifest.split_rows(manifest.read(prepared["validated"]), "test")
+    records = _records(prepared["examples"], "test", prepared["transform"])
+    stored = parse_images(records[IMAGE_KEY], IMAGE_SIZE).numpy()
+    expected = np.stack(
+        [decode_and_resize(storage.read_bytes(uri), IMAGE_SIZE).numpy() for uri in frame["uri"]]
+    )
+    # TFRecord order is not the manifest's: compare as sets of images.
+    key = lambda images: sorted(image.tobytes() for image in images)  # noqa: E731
+    assert key(stored) == key(expected)
+
+
+def test_grayscale_and_rgba_become_rgb():
+    gray = encode_image(np.full((20, 20), 128, np.uint8))
+    rgba = encode_image(
+        np.dstack([np.full((20, 20, 3), 60, np.uint8), np.full((20, 20), 255, np.uint8)])
+    )
+    for data in (gray, rgba):
+        assert decode_and_resize(data, 16).shape == (16, 16, 3)
+    assert decode_and_resize(gray, 16).numpy()[8, 8].tolist() == [128, 128, 128]
+
+
+def test_animated_gif_gives_its_first_frame():
+    frames = [Image.new("RGB", (20, 20), colour) for colour in ((250, 0, 0), (0, 0, 250))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    pixel = decode_and_resize(buffer.getvalue(), 16).numpy()[8, 8]
+    assert pixel[0] > 200 and pixel[2] < 50
+
+
+def test_aspect_ratio_is_kept_by_padding():
+    wide = encode_image(np.full((10, 40, 3), 255, np.uint8))
+    image = decode_and_resize(wide, 32).numpy()
+    assert image.shape == (32, 32, 3)
+    assert image[0].max() == 0 and image[-1].max() == 0  # black bars top and bottom
+    assert image[16].min() == 255  # the picture itself, unstretched, in the middle

@@ -1,0 +1,81 @@
+import keras
+import numpy as np
+import pytest
+from conftest import MOBILENET_WEIGHTS, needs_weights
+
+from components.backbones import BACKBONES
+from components.train import TrainConfig, build_model, unfreeze_top
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_every_backbone_builds_and_classifies(backbone):
+    config = TrainConfig(backbone=backbone, weights="none", alpha=0.35, image_size=32)
+    model, _ = build_model(config, num_classes=4)
+    scores = model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0)
+    assert scores.shape == (2, 4)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_unknown_backbone_lists_the_choices():
+    with pytest.raises(ValueError, match="choose one of: efficientnetv2b0, mobilenet"):
+        build_model(TrainConfig(backbone="vgg99", weights="none"), num_classes=2)
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path):
+    config = TrainConfig(weights=str(tmp_path / "nope.h5"), alpha=0.25, image_size=32)
+    with pytest.raises(FileNotFoundError, match="weights=imagenet, none, or an existing"):
+        build_model(config, num_classes=2)
+
+
+def _fit_one_batch(model, learning_rate=0.01):
+    model.compile(keras.optimizers.SGD(learning_rate), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
+    model.fit(images, rng.integers(0, 2, 8), epochs=1, verbose=0)
+
+
+def _weights(layers):
+    return [w.copy() for layer in layers for w in layer.get_weights()]
+
+
+def _same(before, after):
+    return all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+@needs_weights
+def test_stage_one_trains_the_head_only_and_stage_two_keeps_batch_norm_frozen():
+    config = TrainConfig(
+        weights=str(MOBILENET_WEIGHTS), alpha=0.25, image_size=32, augmentations="none"
+    )
+    model, backbone = build_model(config, num_classes=2)
+    head = model.get_layer("scores")
+
+    backbone.trainable = False
+    backbone_before, head_before = _weights(backbone.layers), _weights([head])
+    _fit_one_batch(model)
+    assert _same(backbone_before, _weights(backbone.layers))
+    assert not _same(head_before, _weights([head]))
+
+    unfrozen = unfreeze_top(backbone, 0.3)
+    top, bottom = backbone.layers[-unfrozen:], backbone.layers[:-unfrozen]
+    norms = [layer for layer in top if isinstance(layer, keras.layers.BatchNormalization)]
+    convs = [layer for layer in top if isinstance(layer, keras.layers.Conv2D)]
+    assert norms and convs
+    moving = [w.copy() for n in norms for w in (n.moving_mean.numpy(), n.moving_variance.numpy())]
+    bottom_before, convs_before = _weights(bottom), _weights(convs)
+    _fit_one_batch(model)
+    assert _same(bottom_before, _weights(bottom))
+    assert not _same(convs_before, _weights(convs))
+    moving_after = [w for n in norms for w in (n.moving_mean.numpy(), n.moving_variance.numpy())]
+    assert _same(moving, moving_after), "BatchNormalization statistics moved in fine-tuning"
+
+
+@needs_weights
+def test_weights_file_loads_imagenet_features():
+    config = TrainConfig(weights=str(MOBILENET_WEIGHTS), alpha=0.25, image_size=32)
+    _, backbone = build_model(config, num_classes=2)
+    reference = keras.applications.MobileNet(
+        input_shape=(32, 32, 3), alpha=0.25, include_top=False, weights=str(MOBILENET_WEIGHTS)
+    )
+    assert _same(_weights(reference.layers), _weights(backbone.layers))
+    assert len(backbone.get_weights()) > 0 and backbone.count_params() == 218_544

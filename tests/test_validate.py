@@ -1,0 +1,98 @@
+import pytest
+from conftest import colour_image, write_colour_tree
+
+from components import manifest
+from components.ingest import ingest
+from components.validate import DataValidationError, decode_error, validate
+
+
+def _ingested(tmp_path, tree):
+    ingest(str(tree), str(tmp_path / "manifest"), train_fraction=0.6, validation_fraction=0.2)
+    return str(tmp_path / "manifest")
+
+
+def _validate(tmp_path, manifest_dir, **rules):
+    return validate(
+        manifest_dir,
+        str(tmp_path / "validated"),
+        str(tmp_path / "report.html"),
+        **{"min_side": 16, "min_images_per_class": 3, **rules},
+    )
+
+
+def test_broken_files_are_quarantined_with_a_reason(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=20)
+    (tree / "red" / "not-an-image.png").write_text("hello")
+    whole = colour_image((200, 0, 0), seed=1)
+    (tree / "green" / "truncated.png").write_bytes(whole[: len(whole) // 2])
+    (tree / "blue" / "empty.png").write_bytes(b"")
+    (tree / "blue" / "tiny.png").write_bytes(colour_image((0, 0, 200), seed=2, size=(8, 8)))
+
+    result = _validate(tmp_path, _ingested(tmp_path, tree), max_invalid_fraction=0.1)
+
+    quarantined = manifest.read(tmp_path / "validated", manifest.QUARANTINE_FILE)
+    reasons = dict(
+        zip(quarantined["uri"].str.split("/").str[-1], quarantined["reason"], strict=True)
+    )
+    assert set(reasons) == {"not-an-image.png", "truncated.png", "empty.png", "tiny.png"}
+    assert reasons["empty.png"] == "empty file"
+    assert reasons["not-an-image.png"].startswith("does not decode as an image: Unknown image")
+    assert "{{" not in reasons["truncated.png"] and "Op:" not in reasons["truncated.png"]
+    assert reasons["tiny.png"] == "8x8 is smaller than min_side=16"
+    assert result.quarantined == 4
+    kept = manifest.read(tmp_path / "validated")
+    assert len(kept) == 60 and sum(result.images.values()) == 60
+    report = (tmp_path / "report.html").read_text()
+    assert "truncated.png" in report and "http" not in report.replace("http-equiv", "")
+    warnings = [r for r in result.rules if not r.passed]
+    assert [r.severity for r in warnings] == ["warning"]
+
+
+def test_too_many_broken_files_fail_with_one_sentence(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=10)
+    for i in range(3):
+        (tree / "red" / f"junk-{i}.jpg").write_bytes(b"\xff\xd8 not really")
+    with pytest.raises(DataValidationError) as failure:
+        _validate(tmp_path, _ingested(tmp_path, tree), max_invalid_fraction=0.05)
+    message = str(failure.value)
+    assert message.count("Data validation failed") == 1
+    assert "3 of 33 files quarantined (9.1%)" in message
+    assert "max_invalid_fraction" in message
+    assert (tmp_path / "report.html").exists()
+
+
+def test_a_single_class_fails(tmp_path):
+    tree = tmp_path / "data" / "only"
+    tree.mkdir(parents=True)
+    for i in range(10):
+        (tree / f"{i}.png").write_bytes(colour_image((9, 9, 9), seed=i))
+    with pytest.raises(DataValidationError, match="at least 2 classes, found 1"):
+        _validate(tmp_path, _ingested(tmp_path, tmp_path / "data"))
+
+
+def test_classes_short_of_train_images_are_named(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=4, splits=("train", "test"))
+    for extra in range(6):
+        (tree / "train" / "red" / f"more-{extra}.png").write_bytes(
+            colour_image((200, 0, 0), seed=100 + extra)
+        )
+    with pytest.raises(DataValidationError) as failure:
+        _validate(tmp_path, _ingested(tmp_path, tree), min_images_per_class=8)
+    assert "blue (4), green (4)" in str(failure.value)
+    assert "red" not in str(failure.value).split("found")[1].split(";")[0]
+
+
+def test_the_same_file_in_two_splits_is_leakage(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=4, splits=("train", "test"))
+    (tree / "test" / "red" / "leaked.png").write_bytes(
+        (tree / "train" / "red" / "red-000.png").read_bytes()
+    )
+    with pytest.raises(DataValidationError, match="no identical file in two splits, found 1"):
+        _validate(tmp_path, _ingested(tmp_path, tree))
+
+
+def test_decode_error_accepts_every_supported_format(tmp_path):
+    for image_format in ("PNG", "JPEG", "GIF", "BMP", "WEBP"):
+        path = tmp_path / f"image.{image_format.lower()}"
+        path.write_bytes(colour_image((10, 120, 200), seed=3, image_format=image_format))
+        assert decode_error(str(path)) == "", image_format
