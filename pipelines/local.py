@@ -52,8 +52,10 @@ def run(arguments: dict[str, Any], pipeline_root: str) -> RunSummary:
     )
     pipeline = create_pipeline()
     with warnings.catch_warnings():
-        # The step images are for the cluster; locally the steps run in this environment.
+        # Images and the GPU request are for the cluster; locally every step runs in this
+        # Python environment on the CPU.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
         try:
             task = pipeline(**arguments)
         except RuntimeError as error:

@@ -1,0 +1,131 @@
+"""The whole DAG through kfp.local, as `make run` and `imgclf run` run it."""
+
+import json
+import shutil
+
+import pytest
+from conftest import CLOTHING, MOBILENET_WEIGHTS, colour_image, needs_clothing, needs_weights
+
+from pipelines import cli
+
+pytestmark = pytest.mark.slow
+
+SAMPLE_ARGS = [
+    "--backbone",
+    "mobilenet",
+    "--alpha",
+    "0.5",
+    "--weights",
+    "none",
+    "--image-size",
+    "32",
+    "--epochs",
+    "8",
+    "--fine-tune-epochs",
+    "0",
+    "--learning-rate",
+    "0.002",
+    "--augmentations",
+    "rotation,zoom",
+]
+
+
+def _run(tmp_path, *args):
+    summary = tmp_path / f"summary-{len(list(tmp_path.glob('summary-*')))}.json"
+    code = cli.main(
+        ["run", "--pipeline-root", str(tmp_path / "runs"), "--summary-json", str(summary), *args]
+    )
+    return code, (json.loads(summary.read_text()) if summary.exists() else None)
+
+
+def test_sample_run_pushes_a_model_that_predicts(tmp_path, capsys):
+    serving_dir = tmp_path / "serving"
+    code, summary = _run(tmp_path, "--serving-dir", str(serving_dir), *SAMPLE_ARGS)
+
+    assert code == 0
+    assert summary["images"] == {"train": 1442, "validation": 181, "test": 174}
+    assert summary["quarantined"] == 0
+    assert summary["baseline"] is None
+    assert summary["candidate"]["accuracy"] >= 0.5, summary
+    assert summary["blessed"] is True
+    assert summary["pushed"] == {"version": 1, "path": str(serving_dir / "imgclf" / "1")}
+    assert "imgclf run summary" in capsys.readouterr().out
+
+    digit = next((tmp_path / "runs").glob("*/ingest/manifest/sample-digits/7/*.png"))
+    assert cli.main(["predict", "--model", summary["pushed"]["path"], str(digit)]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] in [str(d) for d in range(10)]
+
+
+def test_a_failing_step_fails_the_run(tmp_path, capsys):
+    only_class = tmp_path / "data" / "lonely"
+    only_class.mkdir(parents=True)
+    for i in range(12):
+        (only_class / f"{i}.png").write_bytes(colour_image((90, 90, 90), seed=i))
+    code, summary = _run(
+        tmp_path,
+        "--data",
+        str(tmp_path / "data"),
+        "--serving-dir",
+        str(tmp_path / "serving"),
+        *SAMPLE_ARGS,
+    )
+    assert code == 1 and summary is None
+    output = capsys.readouterr()
+    assert "expected at least 2 classes, found 1" in output.out
+    assert "imgclf run failed" in output.err
+    assert not (tmp_path / "serving").exists()
+
+
+@needs_clothing
+@needs_weights
+def test_second_run_on_real_photos_is_judged_against_the_first(tmp_path):
+    data = tmp_path / "clothing"
+    for split, count in (("train", 20), ("validation", 8), ("test", 10)):
+        for label in ("dress", "hat", "shoes"):
+            (data / split / label).mkdir(parents=True)
+            for photo in sorted((CLOTHING / split / label).glob("*.jpg"))[:count]:
+                shutil.copy(photo, data / split / label / photo.name)
+    serving_dir = tmp_path / "serving"
+    args = [
+        "--data",
+        str(data),
+        "--serving-dir",
+        str(serving_dir),
+        "--model-name",
+        "clothing",
+        "--backbone",
+        "mobilenet",
+        "--alpha",
+        "0.25",
+        "--weights",
+        str(MOBILENET_WEIGHTS),
+        "--image-size",
+        "128",
+        "--epochs",
+        "20",
+        "--fine-tune-epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--min-accuracy",
+        "0.5",
+        "--max-regression",
+        "0.05",
+    ]
+
+    code, first = _run(tmp_path, *args)
+    assert code == 0
+    assert first["images"] == {"train": 60, "validation": 24, "test": 30}
+    assert first["blessed"] is True, first
+    assert first["pushed"]["version"] == 1
+
+    code, second = _run(tmp_path, *args)
+    assert code == 0
+    assert second["baseline"]["version"] == 1
+    assert second["baseline"]["accuracy"] == pytest.approx(first["candidate"]["accuracy"])
+    assert len(second["blessing"]) == 2
+    versions = sorted(p.name for p in (serving_dir / "clothing").iterdir())
+    if second["blessed"]:
+        assert second["pushed"]["version"] == 2 and versions == ["1", "2"]
+    else:
+        assert second["pushed"] is None and versions == ["1"]

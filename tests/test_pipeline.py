@@ -1,0 +1,83 @@
+import pytest
+import yaml
+
+from pipelines import cli
+
+STEPS = {"ingest", "validate", "preprocess", "train", "evaluate", "push"}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    path = tmp_path_factory.mktemp("build") / "pipeline.yaml"
+    assert (
+        cli.main(
+            [
+                "compile",
+                "-o",
+                str(path),
+                "--image",
+                "registry.example/imgclf:1",
+                "--gpu-image",
+                "registry.example/imgclf-gpu:1",
+            ]
+        )
+        == 0
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def spec(compiled):
+    return yaml.safe_load(compiled.read_text())
+
+
+def test_the_dag_has_six_steps_in_order(spec):
+    root = spec["root"]["dag"]["tasks"]
+    condition = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    assert set(root) | set(condition) == STEPS | {"condition-1"}
+    upstream = {name: set(task.get("dependentTasks", [])) for name, task in root.items()}
+    assert upstream["validate"] == {"ingest"}
+    assert upstream["preprocess"] == {"validate"}
+    assert upstream["train"] == {"preprocess"}
+    assert upstream["evaluate"] == {"train", "validate"}
+
+
+def test_push_runs_only_when_evaluate_blesses(spec):
+    condition = spec["root"]["dag"]["tasks"]["condition-1"]
+    assert set(spec["components"]["comp-condition-1"]["dag"]["tasks"]) == {"push"}
+    assert condition["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
+    )
+
+
+def test_train_requests_a_gpu_in_the_gpu_image(spec):
+    executors = spec["deploymentSpec"]["executors"]
+    train = executors["exec-train"]["container"]
+    assert train["image"] == "registry.example/imgclf-gpu:1"
+    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert train["resources"]["accelerator"]["resourceCount"] == "1"
+    for name, executor in executors.items():
+        if name != "exec-train":
+            assert executor["container"]["image"] == "registry.example/imgclf:1"
+            assert "accelerator" not in executor["container"].get("resources", {})
+
+
+def test_steps_that_must_see_fresh_state_are_not_cached(spec):
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["ingest"]["cachingOptions"] == {}
+    assert tasks["evaluate"]["cachingOptions"] == {}
+    assert tasks["train"]["cachingOptions"] == {"enableCache": True}
+
+
+def test_steps_do_not_pip_install_at_run_time(spec):
+    for executor in spec["deploymentSpec"]["executors"].values():
+        assert "pip install" not in " ".join(executor["container"]["command"])
+
+
+def test_the_yaml_loads_back_with_the_kfp_sdk(compiled):
+    from kfp import components
+
+    pipeline = components.load_component_from_file(str(compiled))
+    assert pipeline.name == "imgclf"
+    assert "serving_root" in pipeline.component_spec.inputs
+    assert pipeline.component_spec.inputs["data_uri"].default == "sample:digits"

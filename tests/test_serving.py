@@ -1,0 +1,69 @@
+import base64
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import CLASS_COLOURS, colour_image
+
+from components import serving
+from pipelines import cli
+
+
+@pytest.fixture(scope="module")
+def served(trained_model):
+    return serving.ServedModel(trained_model)
+
+
+def test_signature_matches_the_serving_contract(trained_model):
+    signature = tf.saved_model.load(trained_model).signatures[serving.SIGNATURE_NAME]
+    (inputs,) = signature.structured_input_signature[1].values()
+    assert inputs.name == "image_bytes" and inputs.dtype == tf.string
+    assert inputs.shape.as_list() == [None]
+    outputs = signature.structured_outputs
+    assert outputs["scores"].dtype == tf.float32 and outputs["scores"].shape.as_list() == [None, 3]
+    assert outputs["classes"].dtype == tf.string and outputs["classes"].shape.as_list() == [
+        None,
+        3,
+    ]
+    assert outputs["label"].dtype == tf.string and outputs["label"].shape.as_list() == [None]
+
+
+def test_raw_bytes_of_any_format_give_scores_classes_and_label(served):
+    images = [
+        colour_image(CLASS_COLOURS["red"], seed=900, image_format=fmt)
+        for fmt in ("PNG", "JPEG", "GIF", "BMP")
+    ]
+    outputs = served.predict(images)
+    assert outputs["scores"].shape == (4, 3)
+    np.testing.assert_allclose(outputs["scores"].sum(axis=1), 1.0, rtol=1e-5)
+    classes = [c.decode() for c in outputs["classes"][0]]
+    assert sorted(classes) == sorted(CLASS_COLOURS)
+    best = [classes[i] for i in outputs["scores"].argmax(axis=1)]
+    assert [label.decode() for label in outputs["label"]] == best
+
+
+def _decode_rest_instances(body: str) -> list[bytes]:
+    """What TF Serving's REST API does with a row-format body for a one-input signature:
+    each instance is the input's value, and ``{"b64": ...}`` is base64-decoded to bytes."""
+    return [base64.b64decode(instance["b64"]) for instance in json.loads(body)["instances"]]
+
+
+def test_rest_body_with_b64_gives_the_same_scores_as_raw_bytes(served):
+    images = [colour_image(colour, seed=901) for colour in CLASS_COLOURS.values()]
+    body = json.dumps(
+        {"instances": [{"b64": base64.b64encode(image).decode("ascii")} for image in images]}
+    )
+    from_rest = served.predict(_decode_rest_instances(body))
+    from_raw = served.predict(images)
+    np.testing.assert_allclose(from_rest["scores"], from_raw["scores"], atol=1e-6)
+
+
+def test_predict_cli_names_the_class(trained_model, tmp_path, capsys):
+    image = tmp_path / "blue.png"
+    image.write_bytes(colour_image(CLASS_COLOURS["blue"], seed=902))
+    assert cli.main(["predict", "--model", trained_model, str(image)]) == 0
+    line = json.loads(capsys.readouterr().out.strip())
+    assert line["image"] == str(image)
+    assert line["label"] in CLASS_COLOURS
+    assert list(line["top"])[0] == line["label"]
