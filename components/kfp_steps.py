@@ -50,18 +50,22 @@ def validate(
 ):
     """Runs the great-expectations suite and quarantines files that do not decode."""
     import logging
+    import shutil
+    from pathlib import Path
 
     from components.validate import validate as validate_manifest
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    report_file = str(Path(validated_manifest.path) / "report.html")
     result = validate_manifest(
         manifest.path,
         validated_manifest.path,
-        report.path,
+        report_file,
         min_side,
         min_images_per_class,
         max_invalid_fraction,
     )
+    shutil.copyfile(report_file, report.path)
     for split, count in result.images.items():
         metrics.log_metric(f"{split}_images", count)
     metrics.log_metric("quarantined", result.quarantined)

@@ -128,10 +128,15 @@ def build_model(config: TrainConfig, num_classes: int) -> tuple[keras.Model, ker
     weights = _keras_weights(config.weights)
     try:
         backbone = spec.build(shape, weights, config.alpha)
-    except OSError as error:  # a failed download (urllib) or an unreadable file
+    except Exception as error:  # Keras raises a bare Exception for a failed download
+        hint = (
+            "Without internet access pass weights=PATH (a Keras weights file) or weights=none."
+            if config.weights.lower() == "imagenet"
+            else "The file must hold weights of this backbone and alpha, without the top."
+        )
         raise RuntimeError(
-            f"Could not load {config.weights} weights for {spec.name} ({error}). Without "
-            "internet access pass weights=PATH (a Keras weights file) or weights=none."
+            f"Could not load {config.weights} weights into {spec.name} "
+            f"(alpha={config.alpha:g}): {error}. {hint}"
         ) from error
 
     if not pretrained:

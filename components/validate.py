@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
 _TF_ERROR_NOISE = re.compile(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]")
 _DECODERS = 8
+_PROGRESS_EVERY = 500
 
 
 class DataValidationError(RuntimeError):
@@ -95,8 +96,12 @@ def validate(
 
 def quarantine_reasons(frame: pd.DataFrame, min_side: int) -> list[str]:
     """One reason per row, empty for a usable image."""
+    decode_errors = []
     with ThreadPoolExecutor(max_workers=_DECODERS) as pool:
-        decode_errors = list(pool.map(decode_error, frame["uri"]))
+        for done, error in enumerate(pool.map(decode_error, frame["uri"]), start=1):
+            decode_errors.append(error)
+            if done % _PROGRESS_EVERY == 0 or done == len(frame):
+                log.info("Decoded %d/%d files", done, len(frame))
     reasons = []
     for row, error in zip(frame.itertuples(), decode_errors, strict=True):
         if error:

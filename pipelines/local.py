@@ -82,7 +82,7 @@ def summarize(run_dir: Path) -> RunSummary:
         blessed=evaluation["blessed"],
         blessing=evaluation["checks"],
         pushed=json.loads(pushed_file.read_text()) if pushed_file.exists() else None,
-        validation_report=str(run_dir / "validate" / "report"),
+        validation_report=str(validated / "report.html"),
         evaluation_report=str(evaluation_dir / "report.html"),
     )
 

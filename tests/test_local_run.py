@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from conftest import CLOTHING, MOBILENET_WEIGHTS, colour_image, needs_clothing, needs_weights
@@ -50,6 +51,8 @@ def test_sample_run_pushes_a_model_that_predicts(tmp_path, capsys):
     assert summary["blessed"] is True
     assert summary["pushed"] == {"version": 1, "path": str(serving_dir / "imgclf" / "1")}
     assert "imgclf run summary" in capsys.readouterr().out
+    assert "Data validation" in Path(summary["validation_report"]).read_text()
+    assert "Evaluation: blessed" in Path(summary["evaluation_report"]).read_text()
 
     digit = next((tmp_path / "runs").glob("*/ingest/manifest/sample-digits/7/*.png"))
     assert cli.main(["predict", "--model", summary["pushed"]["path"], str(digit)]) == 0

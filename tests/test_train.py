@@ -79,3 +79,10 @@ def test_weights_file_loads_imagenet_features():
     )
     assert _same(_weights(reference.layers), _weights(backbone.layers))
     assert len(backbone.get_weights()) > 0 and backbone.count_params() == 218_544
+
+
+@needs_weights
+def test_weights_of_another_alpha_are_a_clear_error():
+    config = TrainConfig(weights=str(MOBILENET_WEIGHTS), alpha=0.5, image_size=32)
+    with pytest.raises(RuntimeError, match="must hold weights of this backbone and alpha"):
+        build_model(config, num_classes=2)
