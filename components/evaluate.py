@@ -189,6 +189,7 @@ def evaluation_html(evaluation: Evaluation) -> str:
         for c in evaluation.checks
     )
     per_class = pd.DataFrame(candidate.per_class).T.reset_index(names="class")
+    per_class["support"] = per_class["support"].astype(int)
     confusion = pd.DataFrame(candidate.confusion_matrix, columns=candidate.labels)
     confusion.insert(0, "true \\ predicted", candidate.labels)
     baseline_note = (

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from components.manifest import SPLITS
+
 if TYPE_CHECKING:
     from components.validate import ValidationResult
 
@@ -55,6 +57,7 @@ def validation_html(result: ValidationResult, kept: pd.DataFrame, quarantined: p
         kept.pivot_table(
             index="label", columns="split", values="uri", aggfunc="count", fill_value=0
         )
+        .reindex(columns=[s for s in SPLITS if s in set(kept["split"])])
         .reset_index()
         .rename_axis(columns=None)
     )

@@ -270,6 +270,9 @@ def _observed(table: str, data: pd.DataFrame, result: dict, min_images_per_class
         return f"{unexpected} of {total} files quarantined ({share:.1f}%)"
     if table == "train_classes":
         short = data[data["train_images"] < min_images_per_class]
+        if short.empty:
+            fewest = data.loc[data["train_images"].idxmin()]
+            return f"fewest: {fewest['label']} ({fewest['train_images']})"
         return "classes short of train images: " + ", ".join(
             f"{row.label} ({row.train_images})" for row in short.itertuples()
         )
