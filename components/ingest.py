@@ -64,6 +64,9 @@ def ingest(
             "<split>/<class>/<image> folders."
         )
     log.info("Found %d files under %s; reading them", len(labelled), data_uri)
+    # Only headers are read here, so Pillow's decompression-bomb guard would only hide the
+    # size of a bomb; validate refuses those by max_pixels before anything decodes them.
+    Image.MAX_IMAGE_PIXELS = None
     rows = _describe_all([storage.join(data_uri, rel) for rel, _, _ in labelled])
     frame = pd.DataFrame(rows, columns=["uri", "sha256", "bytes", "width", "height", "format"])
     frame["label"] = [label for _, label, _ in labelled]

@@ -44,6 +44,8 @@ def validate(
     min_side: int,
     min_images_per_class: int,
     max_invalid_fraction: float,
+    max_pixels: int,
+    max_imbalance_ratio: float,
     validated_manifest: Output[Dataset],
     report: Output[HTML],
     metrics: Output[Metrics],
@@ -64,11 +66,14 @@ def validate(
         min_side,
         min_images_per_class,
         max_invalid_fraction,
+        max_pixels,
+        max_imbalance_ratio,
     )
     shutil.copyfile(report_file, report.path)
     for split, count in result.images.items():
         metrics.log_metric(f"{split}_images", count)
     metrics.log_metric("quarantined", result.quarantined)
+    metrics.log_metric("duplicates_dropped", result.duplicates_dropped)
     validated_manifest.metadata.update(images=result.images, quarantined=result.quarantined)
 
 

@@ -64,7 +64,8 @@ def validation_html(result: ValidationResult, kept: pd.DataFrame, quarantined: p
     summary = (
         f"<p>{sum(result.images.values())} images kept "
         f"({', '.join(f'{k}: {v}' for k, v in result.images.items())}); "
-        f"{result.quarantined} quarantined.</p>"
+        f"{result.quarantined} quarantined; {result.duplicates_dropped} copies of files in an "
+        "earlier split dropped.</p>"
     )
     quarantine = (
         table(quarantined[["uri", "label", "split", "reason"]])
@@ -78,7 +79,7 @@ def validation_html(result: ValidationResult, kept: pd.DataFrame, quarantined: p
             rules,
             "<h2>Images per class and split</h2>",
             table(per_class),
-            "<h2>Quarantined files</h2>",
+            "<h2>Quarantined and dropped files</h2>",
             quarantine,
         ],
     )

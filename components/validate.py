@@ -9,11 +9,12 @@ to change, a failed ``warning`` rule only shows in the report.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +23,10 @@ from components import manifest, report, storage
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MAX_PIXELS = 50_000_000
+VALIDATION_FILE = "validation.json"
+# A class name becomes a folder name, a vocabulary entry and a serving output.
+LABEL_PATTERN = r"^[^/\\\x00-\x1f\x7f]+$"
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
 _TF_ERROR_NOISE = re.compile(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]")
 _DECODERS = 8
@@ -46,6 +51,7 @@ class RuleResult:
 class ValidationResult:
     images: dict[str, int]
     quarantined: int
+    duplicates_dropped: int = 0
     rules: list[RuleResult] = field(default_factory=list)
 
     @property
@@ -60,28 +66,50 @@ def validate(
     min_side: int = 32,
     min_images_per_class: int = 5,
     max_invalid_fraction: float = 0.05,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_imbalance_ratio: float = 10.0,
 ) -> ValidationResult:
     """Writes the validated manifest and ``quarantine.csv`` to ``output_dir`` and the HTML
-    report to ``report_path``; raises :class:`DataValidationError` on a failed ``error`` rule."""
+    report to ``report_path``; raises :class:`DataValidationError` on a failed ``error`` rule.
+
+    ``quarantine.csv`` lists the invalid files and, apart from them, the later copies of files
+    found in two splits: those are fine images, dropped so that no test image is trained on.
+    """
     frame = manifest.read(manifest_dir)
-    frame["quarantine_reason"] = quarantine_reasons(frame, min_side)
-    kept = frame[frame["quarantine_reason"] == ""].reset_index(drop=True)
-    quarantined = frame[frame["quarantine_reason"] != ""].rename(
+    frame["quarantine_reason"] = quarantine_reasons(frame, min_side, max_pixels)
+    valid = frame[frame["quarantine_reason"] == ""]
+    leaked = leaked_copies(valid)
+    kept = valid.drop(index=leaked.index).reset_index(drop=True)
+    quarantined = pd.concat([frame[frame["quarantine_reason"] != ""], leaked]).rename(
         columns={"quarantine_reason": "reason"}
     )
-    rules = run_suite(frame, kept, min_side, min_images_per_class, max_invalid_fraction)
+    rules = run_suite(
+        frame,
+        valid,
+        kept,
+        min_side,
+        min_images_per_class,
+        max_invalid_fraction,
+        max_imbalance_ratio,
+    )
     result = ValidationResult(
-        images=manifest.counts_by_split(kept), quarantined=len(quarantined), rules=rules
+        images=manifest.counts_by_split(kept),
+        quarantined=len(quarantined) - len(leaked),
+        duplicates_dropped=len(leaked),
+        rules=rules,
     )
 
     manifest.write(kept[manifest.COLUMNS], output_dir)
     manifest.write(quarantined[manifest.QUARANTINE_COLUMNS], output_dir, manifest.QUARANTINE_FILE)
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     Path(report_path).write_text(report.validation_html(result, kept, quarantined))
+    (Path(output_dir) / VALIDATION_FILE).write_text(json.dumps(asdict(result), indent=2))
     log.info(
-        "Validation: %s images per split, %d quarantined; report at %s",
+        "Validation: %s images per split, %d quarantined, %d leaked duplicates dropped; "
+        "report at %s",
         result.images,
         result.quarantined,
+        result.duplicates_dropped,
         report_path,
     )
     for rule in rules:
@@ -94,28 +122,55 @@ def validate(
     return result
 
 
-def quarantine_reasons(frame: pd.DataFrame, min_side: int) -> list[str]:
-    """One reason per row, empty for a usable image."""
-    decode_errors = []
-    with ThreadPoolExecutor(max_workers=_DECODERS) as pool:
-        for done, error in enumerate(pool.map(decode_error, frame["uri"]), start=1):
-            decode_errors.append(error)
-            if done % _PROGRESS_EVERY == 0 or done == len(frame):
-                log.info("Decoded %d/%d files", done, len(frame))
-    reasons = []
-    for row, error in zip(frame.itertuples(), decode_errors, strict=True):
+def quarantine_reasons(frame: pd.DataFrame, min_side: int, max_pixels: int) -> list[str]:
+    """One reason per row, empty for a usable image. Runs the decode checks in parallel."""
+
+    def reason(row) -> str:
+        if row.bytes == 0:
+            return "empty file"
+        # The header's size is checked before any decoding: a decompression bomb is a few
+        # kilobytes that decode to gigabytes.
+        if pd.notna(row.width) and row.width * row.height > max_pixels:
+            return (
+                f"{row.width}x{row.height} is {row.width * row.height:,} pixels, over "
+                f"max_pixels={max_pixels:,}; refused before decoding"
+            )
+        error = decode_error(row.uri)
         if error:
-            reasons.append(error)
-        elif row.format not in SUPPORTED_FORMATS:
-            reasons.append(
+            return error
+        if row.format not in SUPPORTED_FORMATS:
+            return (
                 f"unsupported format {row.format or 'unknown'}; "
                 f"supported: {', '.join(SUPPORTED_FORMATS)}"
             )
-        elif min(row.width, row.height) < min_side:
-            reasons.append(f"{row.width}x{row.height} is smaller than min_side={min_side}")
-        else:
-            reasons.append("")
+        if min(row.width, row.height) < min_side:
+            return f"{row.width}x{row.height} is smaller than min_side={min_side}"
+        return ""
+
+    reasons = []
+    with ThreadPoolExecutor(max_workers=_DECODERS) as pool:
+        for done, text in enumerate(pool.map(reason, frame.itertuples()), start=1):
+            reasons.append(text)
+            if done % _PROGRESS_EVERY == 0 or done == len(frame):
+                log.info("Checked %d/%d files", done, len(frame))
     return reasons
+
+
+def leaked_copies(frame: pd.DataFrame) -> pd.DataFrame:
+    """Copies of a file that also sits in an earlier split (train, validation, test order),
+    with the reason they are dropped."""
+    order = frame["split"].map({split: i for i, split in enumerate(manifest.SPLITS)})
+    ranked = frame.assign(_order=order).sort_values(["sha256", "_order", "uri"])
+    first = ranked.drop_duplicates("sha256").set_index("sha256")
+    later = ranked[
+        ranked.duplicated("sha256") & (ranked["split"] != ranked["sha256"].map(first["split"]))
+    ]
+    reasons = [
+        f"identical to {first.at[sha, 'uri']} in {first.at[sha, 'split']}: dropped from "
+        f"{split} so that no image is both trained and evaluated on"
+        for sha, split in zip(later["sha256"], later["split"], strict=True)
+    ]
+    return later.drop(columns="_order").assign(quarantine_reason=reasons)
 
 
 def decode_error(uri: str) -> str:
@@ -138,20 +193,26 @@ def decode_error(uri: str) -> str:
 
 def run_suite(
     frame: pd.DataFrame,
+    valid: pd.DataFrame,
     kept: pd.DataFrame,
     min_side: int,
     min_images_per_class: int,
     max_invalid_fraction: float,
+    max_imbalance_ratio: float,
 ) -> list[RuleResult]:
+    """``frame``: every file; ``valid``: the files that decode; ``kept``: ``valid`` less the
+    copies leaked across splits."""
     import great_expectations as gx
 
     context = _context()
+    train_counts = _train_counts(kept)
     tables = {
         "files": frame.assign(usable=frame["quarantine_reason"] == ""),
         "images": kept.assign(min_side=kept[["width", "height"]].min(axis=1)),
-        "train_classes": _train_counts(kept),
-        "split_contents": kept.drop_duplicates(["sha256", "split"]),
+        "train_classes": train_counts,
+        "split_contents": valid.drop_duplicates(["sha256", "split"]),
     }
+    largest_class = int(train_counts["train_images"].max()) if len(train_counts) else 0
     expectations = {
         "files": [
             (
@@ -182,6 +243,12 @@ def run_suite(
                 "add images of a second class",
             ),
             (
+                gx.expectations.ExpectColumnValuesToMatchRegex(column="label", regex=LABEL_PATTERN),
+                "error",
+                "labels are names without path separators or control characters",
+                "rename the classes named",
+            ),
+            (
                 gx.expectations.ExpectColumnValuesToBeBetween(
                     column="min_side", min_value=min_side
                 ),
@@ -200,13 +267,22 @@ def run_suite(
                 f"add train images to the classes named, or lower min_images_per_class "
                 f"(now {min_images_per_class})",
             ),
+            (
+                gx.expectations.ExpectColumnValuesToBeBetween(
+                    column="train_images", min_value=largest_class / max_imbalance_ratio
+                ),
+                "warning",
+                f"no class with under 1/max_imbalance_ratio={max_imbalance_ratio:g} of the "
+                "largest class's train images",
+                "",
+            ),
         ],
         "split_contents": [
             (
                 gx.expectations.ExpectColumnValuesToBeUnique(column="sha256"),
-                "error",
-                "no identical file in two splits",
-                "remove the duplicates listed from all but one split",
+                "warning",
+                "no identical file in two splits (later copies are dropped)",
+                "",
             ),
         ],
     }
@@ -229,7 +305,7 @@ def run_suite(
                     rule=description,
                     severity=severity,
                     passed=bool(outcome.success),
-                    observed=_observed(table, tables[table], outcome.result, min_images_per_class),
+                    observed=_observed(table, tables[table], outcome, min_images_per_class),
                     expectation=outcome.expectation_config.type,
                     fix=fix,
                 )
@@ -260,11 +336,16 @@ def _train_counts(kept: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"label": labels, "train_images": [int(train.get(c, 0)) for c in labels]})
 
 
-def _observed(table: str, data: pd.DataFrame, result: dict, min_images_per_class: int) -> str:
+def _observed(table: str, data: pd.DataFrame, outcome, min_images_per_class: int) -> str:
+    """What the data showed, in words, for the report and the failure sentence."""
+    result = outcome.result
     if "observed_value" in result:
         return f"{result['observed_value']}"
     unexpected = result.get("unexpected_count", 0)
     total = result.get("element_count", len(data))
+    if outcome.expectation_config.type == "expect_column_values_to_match_regex":
+        names = sorted(set(map(str, result.get("partial_unexpected_list", []))))
+        return "bad labels: " + ", ".join(repr(name) for name in names) if names else "none"
     if table == "files":
         share = 100 * unexpected / max(total, 1)
         return f"{unexpected} of {total} files quarantined ({share:.1f}%)"
@@ -272,7 +353,11 @@ def _observed(table: str, data: pd.DataFrame, result: dict, min_images_per_class
         short = data[data["train_images"] < min_images_per_class]
         if short.empty:
             fewest = data.loc[data["train_images"].idxmin()]
-            return f"fewest: {fewest['label']} ({fewest['train_images']})"
+            most = data.loc[data["train_images"].idxmax()]
+            return (
+                f"fewest: {fewest['label']} ({fewest['train_images']}), "
+                f"most: {most['label']} ({most['train_images']})"
+            )
         return "classes short of train images: " + ", ".join(
             f"{row.label} ({row.train_images})" for row in short.itertuples()
         )

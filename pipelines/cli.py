@@ -57,6 +57,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--min-accuracy", type=float, default=0.5)
     run.add_argument("--max-regression", type=float, default=0.0)
     run.add_argument("--max-invalid-fraction", type=float, default=0.05)
+    run.add_argument(
+        "--max-pixels",
+        type=int,
+        default=50_000_000,
+        help="larger images are quarantined before decoding (decompression bombs)",
+    )
+    run.add_argument(
+        "--max-imbalance-ratio",
+        type=float,
+        default=10.0,
+        help="warn when the largest class has this many times the smallest's train images",
+    )
     run.add_argument("--summary-json", help="also write the run summary to this file")
     run.set_defaults(handler=_run)
 
@@ -97,6 +109,8 @@ def _run(args: argparse.Namespace) -> int:
         "min_accuracy": args.min_accuracy,
         "max_regression": args.max_regression,
         "max_invalid_fraction": args.max_invalid_fraction,
+        "max_pixels": args.max_pixels,
+        "max_imbalance_ratio": args.max_imbalance_ratio,
     }
     try:
         summary = local.run(arguments, args.pipeline_root)
@@ -121,7 +135,8 @@ def _describe(summary) -> str:
     lines = [
         "",
         "== imgclf run summary ==",
-        f"images:      {images}; {summary.quarantined} quarantined",
+        f"images:      {images}; {summary.quarantined} quarantined, "
+        f"{summary.duplicates_dropped} duplicates across splits dropped",
         f"candidate:   {headline(summary.candidate)}",
         "baseline:    "
         + (

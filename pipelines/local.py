@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from components import manifest
+from components.validate import VALIDATION_FILE
 from pipelines.pipeline import create_pipeline
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,7 @@ STEP_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "2", "GX_ANALYTICS_ENABLED": "false"
 class RunSummary:
     images: dict[str, int]
     quarantined: int
+    duplicates_dropped: int
     candidate: dict[str, float]
     baseline: dict[str, Any] | None
     blessed: bool
@@ -66,15 +67,15 @@ def run(arguments: dict[str, Any], pipeline_root: str) -> RunSummary:
 def summarize(run_dir: Path) -> RunSummary:
     """Reads the run's step outputs under the kfp.local pipeline root."""
     validated = run_dir / "validate" / "validated_manifest"
-    kept = manifest.read(validated)
-    quarantined = manifest.read(validated, manifest.QUARANTINE_FILE)
+    validation = json.loads((validated / VALIDATION_FILE).read_text())
     evaluation_dir = run_dir / "evaluate" / "evaluation"
     evaluation = json.loads((evaluation_dir / "evaluation.json").read_text())
     pushed_file = run_dir / "push" / "pushed"
     baseline = evaluation["baseline"]
     return RunSummary(
-        images=manifest.counts_by_split(kept),
-        quarantined=len(quarantined),
+        images=validation["images"],
+        quarantined=validation["quarantined"],
+        duplicates_dropped=validation["duplicates_dropped"],
         candidate=_headline(evaluation["candidate"]),
         baseline=(
             {**_headline(baseline), "version": evaluation["baseline_version"]} if baseline else None

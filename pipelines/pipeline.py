@@ -25,6 +25,8 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
         min_side: int = 16,
         min_images_per_class: int = 5,
         max_invalid_fraction: float = 0.05,
+        max_pixels: int = 50_000_000,
+        max_imbalance_ratio: float = 10.0,
         image_size: int = 224,
         beam_pipeline_args: list = ["--runner=DirectRunner"],  # noqa: B006 - a KFP default
         backbone: str = "mobilenet",
@@ -51,6 +53,8 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
             min_side=min_side,
             min_images_per_class=min_images_per_class,
             max_invalid_fraction=max_invalid_fraction,
+            max_pixels=max_pixels,
+            max_imbalance_ratio=max_imbalance_ratio,
         )
         validated.set_container_image(step_image)
         preprocessed = kfp_steps.preprocess(

@@ -5,7 +5,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import CLOTHING, MOBILENET_WEIGHTS, colour_image, needs_clothing, needs_weights
+import tensorflow as tf
+from conftest import (
+    CLOTHING,
+    MOBILENET_WEIGHTS,
+    colour_image,
+    needs_clothing,
+    needs_weights,
+    write_colour_tree,
+)
+from hostile import ACCEPTED, QUARANTINED, add_corpus
 
 from pipelines import cli
 
@@ -77,6 +86,46 @@ def test_a_failing_step_fails_the_run(tmp_path, capsys):
     assert "expected at least 2 classes, found 1" in output.out
     assert "imgclf run failed" in output.err
     assert not (tmp_path / "serving").exists()
+
+
+def test_junk_in_the_data_is_quarantined_without_a_traceback(tmp_path, capsys):
+    tree = write_colour_tree(tmp_path / "data", per_class=14)
+    add_corpus(tree / "red")
+    code, summary = _run(
+        tmp_path,
+        "--data",
+        str(tree),
+        "--serving-dir",
+        str(tmp_path / "serving"),
+        "--backbone",
+        "mobilenet",
+        "--alpha",
+        "0.25",
+        "--weights",
+        "none",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--fine-tune-epochs",
+        "0",
+        "--max-invalid-fraction",
+        "0.2",
+        "--min-accuracy",
+        "0",
+    )
+    output = capsys.readouterr()
+    assert code == 0, output.err[-3000:]
+    assert summary["quarantined"] == len(QUARANTINED)
+    assert sum(summary["images"].values()) == 3 * 14 + len(ACCEPTED)
+    assert "Traceback" not in output.out + output.err
+    run_dir = next((tmp_path / "runs").glob("imgclf-*"))
+    records = sum(
+        1
+        for path in run_dir.glob("preprocess/examples/*/*.tfrecord.gz")
+        for _ in tf.data.TFRecordDataset(str(path), compression_type="GZIP")
+    )
+    assert records == sum(summary["images"].values())
 
 
 @needs_clothing

@@ -1,5 +1,6 @@
 import pytest
 from conftest import colour_image, write_colour_tree
+from hostile import ACCEPTED, QUARANTINED, SKIPPED, add_corpus
 
 from components import manifest
 from components.ingest import ingest
@@ -82,12 +83,40 @@ def test_classes_short_of_train_images_are_named(tmp_path):
     assert "red" not in str(failure.value).split("found")[1].split(";")[0]
 
 
-def test_the_same_file_in_two_splits_is_leakage(tmp_path):
+def test_a_file_in_two_splits_is_dropped_from_the_later_split(tmp_path):
     tree = write_colour_tree(tmp_path / "data", per_class=4, splits=("train", "test"))
-    (tree / "test" / "red" / "leaked.png").write_bytes(
-        (tree / "train" / "red" / "red-000.png").read_bytes()
-    )
-    with pytest.raises(DataValidationError, match="no identical file in two splits, found 1"):
+    original = tree / "train" / "red" / "red-000.png"
+    (tree / "test" / "red" / "leaked.png").write_bytes(original.read_bytes())
+
+    result = _validate(tmp_path, _ingested(tmp_path, tree))
+
+    assert result.duplicates_dropped == 1 and result.quarantined == 0
+    assert result.images == {"train": 12, "validation": 0, "test": 12}
+    kept = manifest.read(tmp_path / "validated")
+    assert not kept["uri"].str.endswith("leaked.png").any()
+    dropped = manifest.read(tmp_path / "validated", manifest.QUARANTINE_FILE).iloc[0]
+    assert dropped["uri"].endswith("test/red/leaked.png")
+    assert dropped["reason"].startswith(f"identical to {original} in train: dropped from test")
+    leakage = next(r for r in result.rules if "two splits" in r.rule)
+    assert not leakage.passed and leakage.severity == "warning"
+
+
+def test_class_imbalance_is_a_warning(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=4, splits=("train", "test"))
+    for extra in range(40):
+        (tree / "train" / "red" / f"more-{extra}.png").write_bytes(
+            colour_image((200, 0, 0), seed=200 + extra)
+        )
+    result = _validate(tmp_path, _ingested(tmp_path, tree), max_imbalance_ratio=10)
+    imbalance = next(r for r in result.rules if "max_imbalance_ratio" in r.rule)
+    assert not imbalance.passed and imbalance.severity == "warning"
+    assert imbalance.observed == "fewest: blue (4), most: red (44)"
+
+
+def test_labels_with_control_characters_fail(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=5)
+    (tree / "green").rename(tree / "gr\x01een")
+    with pytest.raises(DataValidationError, match=r"bad labels: 'gr\\x01een'"):
         _validate(tmp_path, _ingested(tmp_path, tree))
 
 
@@ -96,3 +125,26 @@ def test_decode_error_accepts_every_supported_format(tmp_path):
         path = tmp_path / f"image.{image_format.lower()}"
         path.write_bytes(colour_image((10, 120, 200), seed=3, image_format=image_format))
         assert decode_error(str(path)) == "", image_format
+
+
+def test_a_corpus_of_real_world_junk_is_sorted_out(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=14)
+    add_corpus(tree / "red")
+
+    result = _validate(tmp_path, _ingested(tmp_path, tree), max_invalid_fraction=0.2)
+
+    quarantined = manifest.read(tmp_path / "validated", manifest.QUARANTINE_FILE)
+    reasons = dict(
+        zip(quarantined["uri"].str.split("/").str[-1], quarantined["reason"], strict=True)
+    )
+    assert set(reasons) == set(QUARANTINED)
+    assert result.quarantined == len(QUARANTINED)
+    assert reasons["bomb.png"].endswith("over max_pixels=50,000,000; refused before decoding")
+    assert reasons["bomb.png"].startswith("40000x40000 is 1,600,000,000 pixels")
+    assert reasons["one-pixel.png"] == "1x1 is smaller than min_side=16"
+    assert reasons["empty.jpg"] == "empty file"
+    for name in ("truncated.jpg", "notes.jpg", "page.png", "noise.jpg", "header-only.jpg"):
+        assert reasons[name].startswith("does not decode as an image: "), name
+    kept_names = set(manifest.read(tmp_path / "validated")["uri"].str.split("/").str[-1])
+    assert set(ACCEPTED) <= kept_names
+    assert not kept_names & set(SKIPPED)
