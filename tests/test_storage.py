@@ -1,52 +1,40 @@
-"""gs:// paths, against a stand-in for google-cloud-storage's client backed by a folder."""
+"""gs:// paths against a real GCS emulator (gcp-storage-emulator) started by the test."""
 
-from pathlib import Path
+import socket
 
+import pandas as pd
 import pytest
-from conftest import CLASS_COLOURS, write_colour_tree
+from conftest import write_colour_tree
 
 from components import manifest, storage
 from components.ingest import ingest
 from components.validate import validate
 
 
-class _Blob:
-    def __init__(self, path: Path, name: str):
-        self._path, self.name = path, name
-
-    def download_as_bytes(self) -> bytes:
-        return self._path.read_bytes()
-
-
-class _Bucket:
-    def __init__(self, root: Path):
-        self._root = root
-
-    def blob(self, name: str) -> _Blob:
-        return _Blob(self._root / name, name)
-
-
-class FolderBackedClient:
-    """The part of ``google.cloud.storage.Client`` that storage uses: bucket = subfolder."""
-
-    def __init__(self, root: Path):
-        self._root = root
-
-    def bucket(self, name: str) -> _Bucket:
-        return _Bucket(self._root / name)
-
-    def list_blobs(self, bucket: str, prefix: str = "", max_results: int | None = None):
-        base = self._root / bucket
-        names = sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
-        matching = [_Blob(base / n, n) for n in names if n.startswith(prefix)]
-        return iter(matching[:max_results] if max_results else matching)
-
-
 @pytest.fixture
-def bucket_root(tmp_path, monkeypatch):
-    root = tmp_path / "gcs"
-    monkeypatch.setattr(storage, "gcs_client", lambda: FolderBackedClient(root))
-    return root
+def gcs_bucket(monkeypatch):
+    """An empty bucket ``photos`` on an in-memory emulator; yields a google-cloud-storage
+    bucket handle."""
+    from gcp_storage_emulator.server import create_server
+    from google.cloud import storage as gcs
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    server = create_server("localhost", port, in_memory=True, default_bucket="photos")
+    server.start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://localhost:{port}")
+    storage.gcs_client.cache_clear()
+    try:
+        yield gcs.Client().bucket("photos")
+    finally:
+        storage.gcs_client.cache_clear()
+        server.stop()
+
+
+def _upload(tree, bucket, prefix):
+    for path in sorted(p for p in tree.rglob("*") if p.is_file()):
+        bucket.blob(f"{prefix}/{path.relative_to(tree).as_posix()}").upload_from_filename(path)
 
 
 def test_gcs_uris_split_and_join():
@@ -54,18 +42,24 @@ def test_gcs_uris_split_and_join():
     assert storage.join("gs://bucket/a/", "b", "c.png") == "gs://bucket/a/b/c.png"
 
 
-def test_ingest_and_validate_read_a_bucket(bucket_root, tmp_path):
-    write_colour_tree(bucket_root / "photos-bucket" / "shop" / "items", per_class=6)
-    (bucket_root / "photos-bucket" / "shop" / "items" / "red" / ".hidden.png").write_bytes(b"x")
+def test_a_bucket_gives_the_same_manifest_as_the_local_tree(gcs_bucket, tmp_path):
+    tree = write_colour_tree(tmp_path / "items", per_class=6)
+    (tree / "red" / ".hidden.png").write_bytes(b"x")
+    _upload(tree, gcs_bucket, "shop/items")
 
-    frame = ingest("gs://photos-bucket/shop/items", str(tmp_path / "manifest"))
+    from_bucket = ingest("gs://photos/shop/items", str(tmp_path / "bucket-manifest"))
+    from_disk = ingest(str(tree), str(tmp_path / "disk-manifest"))
 
-    assert len(frame) == 18
-    assert frame["uri"].str.startswith("gs://photos-bucket/shop/items/").all()
-    assert set(frame["label"]) == set(CLASS_COLOURS)
-    assert set(frame["format"]) == {"PNG"}
+    assert from_bucket["uri"].str.startswith("gs://photos/shop/items/").all()
+    relative = {
+        "bucket": from_bucket.assign(uri=from_bucket["uri"].str.removeprefix("gs://photos/")),
+        "disk": from_disk.assign(uri=from_disk["uri"].str.removeprefix(f"{tmp_path}/")),
+    }
+    relative["disk"]["uri"] = "shop/" + relative["disk"]["uri"]
+    pd.testing.assert_frame_equal(relative["bucket"], relative["disk"])
+
     result = validate(
-        str(tmp_path / "manifest"),
+        str(tmp_path / "bucket-manifest"),
         str(tmp_path / "validated"),
         str(tmp_path / "report.html"),
         min_side=16,
@@ -76,7 +70,6 @@ def test_ingest_and_validate_read_a_bucket(bucket_root, tmp_path):
     assert len(manifest.read(tmp_path / "validated")) == 18
 
 
-def test_a_missing_bucket_prefix_is_a_clear_error(bucket_root, tmp_path):
-    (bucket_root / "empty-bucket").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match="gs://empty-bucket/nothing"):
-        ingest("gs://empty-bucket/nothing", str(tmp_path / "manifest"))
+def test_a_missing_bucket_prefix_is_a_clear_error(gcs_bucket, tmp_path):
+    with pytest.raises(FileNotFoundError, match="gs://photos/nothing"):
+        ingest("gs://photos/nothing", str(tmp_path / "manifest"))
