@@ -70,10 +70,11 @@ def ingest(
     rows = _describe_all([storage.join(data_uri, rel) for rel, _, _ in labelled])
     frame = pd.DataFrame(rows, columns=["uri", "sha256", "bytes", "width", "height", "format"])
     frame["label"] = [label for _, label, _ in labelled]
-    frame["split"] = [
-        split or hash_split(sha, train_fraction, validation_fraction)
-        for (_, _, split), sha in zip(labelled, frame["sha256"], strict=True)
-    ]
+    folder_splits = [split for _, _, split in labelled]
+    if all(folder_splits):
+        frame["split"] = folder_splits
+    else:
+        frame["split"] = hash_splits(frame, train_fraction, validation_fraction)
     frame = frame[manifest.COLUMNS].sort_values("uri", ignore_index=True)
     manifest.write(frame, output_dir)
     log.info("Manifest: %s images per split", manifest.counts_by_split(frame))
@@ -101,14 +102,47 @@ def list_labelled_files(data_uri: str) -> list[tuple[str, str, str | None]]:
     return labelled
 
 
+def hash_splits(
+    frame: pd.DataFrame, train_fraction: float, validation_fraction: float
+) -> pd.Series:
+    """Splits from content hashes, then every class with at least 3 images gets one in each
+    split: per missing split, the image whose hash lies nearest that split's share moves
+    there from the class's largest split, with every identical copy of it."""
+    splits = frame["sha256"].map(lambda sha: hash_split(sha, train_fraction, validation_fraction))
+    positions = frame["sha256"].map(_hash_position)
+    bands = {
+        "train": train_fraction / 2,
+        "validation": train_fraction + validation_fraction / 2,
+        "test": (1 + train_fraction + validation_fraction) / 2,
+    }
+    wanted = [s for s in manifest.SPLITS if s != "validation" or validation_fraction > 0]
+    for _, rows in frame.groupby("label", sort=True):
+        if len(rows) < 3:
+            continue
+        for missing in wanted:
+            class_splits = splits[rows.index]
+            if (class_splits == missing).any():
+                continue
+            donor = class_splits.value_counts().sort_index().idxmax()
+            candidates = rows.index[class_splits == donor]
+            nearest = (positions[candidates] - bands[missing]).abs().sort_values(kind="stable")
+            sha = frame.at[nearest.index[0], "sha256"]
+            splits[frame["sha256"] == sha] = missing
+    return splits
+
+
 def hash_split(sha256: str, train_fraction: float, validation_fraction: float) -> str:
     """Deterministic split from content, so identical files always share a split."""
-    position = int(sha256[:16], 16) / 16**16
+    position = _hash_position(sha256)
     if position < train_fraction:
         return "train"
     if position < train_fraction + validation_fraction:
         return "validation"
     return "test"
+
+
+def _hash_position(sha256: str) -> float:
+    return int(sha256[:16], 16) / 16**16
 
 
 def describe_image(uri: str) -> tuple[str, str, int, int | None, int | None, str]:

@@ -99,3 +99,23 @@ def test_shared_clothing_split_folders(tmp_path):
     frame = ingest(str(CLOTHING), str(tmp_path / "out"))
     assert manifest.counts_by_split(frame) == {"train": 3068, "validation": 341, "test": 372}
     assert frame["label"].nunique() == 10
+
+
+def test_every_class_with_three_images_gets_all_three_splits(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=3)
+    frame = ingest(str(tree), str(tmp_path / "out"), train_fraction=0.8, validation_fraction=0.1)
+    for label, rows in frame.groupby("label"):
+        assert sorted(rows["split"]) == ["test", "train", "validation"], label
+    again = ingest(str(tree), str(tmp_path / "again"), train_fraction=0.8, validation_fraction=0.1)
+    pd.testing.assert_frame_equal(frame, again)
+
+
+def test_a_class_of_two_keeps_its_hash_splits_and_no_validation_means_none(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=2)
+    frame = ingest(str(tree), str(tmp_path / "out"), train_fraction=0.9, validation_fraction=0.0)
+    expected = [hash_split(sha, 0.9, 0.0) for sha in frame["sha256"]]
+    assert frame["split"].tolist() == expected
+    tree = write_colour_tree(tmp_path / "more", per_class=4)
+    frame = ingest(str(tree), str(tmp_path / "out2"), train_fraction=0.9, validation_fraction=0.0)
+    assert set(frame["split"]) == {"train", "test"}
+    assert frame.groupby("label")["split"].nunique().eq(2).all()
