@@ -42,6 +42,46 @@ def status(passed: bool, severity: str = "error") -> str:
     return f"<span class='{css}'>{'FAIL' if severity == 'error' else 'warning'}</span>"
 
 
+_SPLIT_COLOURS = {"train": "#4c78a8", "validation": "#f58518", "test": "#54a24b"}
+
+
+def counts_chart(per_class: pd.DataFrame) -> str:
+    """Inline SVG: one group of horizontal bars per class, one bar per split column."""
+    splits = [c for c in per_class.columns if c in _SPLIT_COLOURS]
+    largest = max(int(per_class[splits].to_numpy().max()), 1) if splits else 1
+    bar, gap, label_width, plot_width = 11, 8, 140, 420
+    group = bar * len(splits) + gap
+    legend = 22
+    height = legend + group * len(per_class)
+    parts = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{label_width + plot_width + 60}' "
+        f"height='{height}' font-family='sans-serif' font-size='11'>"
+    ]
+    for i, split in enumerate(splits):
+        x = label_width + i * 110
+        parts.append(
+            f"<rect x='{x}' y='4' width='10' height='10' fill='{_SPLIT_COLOURS[split]}'/>"
+            f"<text x='{x + 14}' y='13'>{split}</text>"
+        )
+    for row_index, row in enumerate(per_class.itertuples(index=False)):
+        top = legend + row_index * group
+        label = html.escape(str(row.label))
+        parts.append(
+            f"<text x='{label_width - 6}' y='{top + group / 2}' text-anchor='end'>{label}</text>"
+        )
+        for i, split in enumerate(splits):
+            count = int(getattr(row, split))
+            width = plot_width * count / largest
+            y = top + i * bar
+            parts.append(
+                f"<rect x='{label_width}' y='{y}' width='{width:.1f}' height='{bar - 1}' "
+                f"fill='{_SPLIT_COLOURS[split]}'><title>{label} {split}: {count}</title></rect>"
+                f"<text x='{label_width + width + 3:.1f}' y='{y + bar - 2}'>{count}</text>"
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def validation_html(result: ValidationResult, kept: pd.DataFrame, quarantined: pd.DataFrame) -> str:
     rows = "".join(
         f"<tr><td>{status(r.passed, r.severity)}</td><td>{html.escape(r.severity)}</td>"
@@ -78,6 +118,7 @@ def validation_html(result: ValidationResult, kept: pd.DataFrame, quarantined: p
             summary,
             rules,
             "<h2>Images per class and split</h2>",
+            counts_chart(per_class),
             table(per_class),
             "<h2>Quarantined and dropped files</h2>",
             quarantine,

@@ -363,6 +363,8 @@ def _observed(table: str, data: pd.DataFrame, outcome, min_images_per_class: int
         )
     if table == "split_contents":
         copies = data[data["sha256"].duplicated(keep=False)].sort_values(["sha256", "uri"])
+        if copies.empty:
+            return "none"
         shown = ", ".join(copies["uri"].head(6))
         return f"{copies['sha256'].nunique()} identical files in more than one split ({shown})"
     return f"{unexpected} of {total} values out of range"
