@@ -1,15 +1,19 @@
 """Ingest: turn a data URI into a manifest of every image with its label and split.
 
 Sources: a class-per-folder tree (local or ``gs://``), optionally already split into
-``train/``, ``val|validation|valid/`` and ``test/`` folders, or ``sample:digits`` (scikit-learn's
-bundled handwritten digits rendered as PNGs, so a first run needs no download).
+``train/``, ``val|validation|valid/`` and ``test/`` folders; a CSV (``uri,label[,split]``) or
+JSONL listing; or ``sample:digits`` (scikit-learn's bundled handwritten digits rendered as PNGs,
+so a first run needs no download).
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
+import json
 import logging
+import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,6 +33,7 @@ SPLIT_FOLDERS = {
     "validation": "validation",
     "test": "test",
 }
+LISTING_SUFFIXES = (".csv", ".jsonl")
 _READERS = 16
 _PROGRESS_EVERY = 500
 
@@ -54,20 +59,12 @@ def ingest(
         raise ValueError(f"Unknown sample {data_uri!r}: the bundled sample is {SAMPLE_DIGITS!r}.")
     if not storage.is_gcs(data_uri):
         data_uri = str(Path(data_uri).resolve())
-    if not storage.is_dir(data_uri):
-        raise FileNotFoundError(f"Data folder {data_uri} does not exist or is empty.")
-
-    labelled = list_labelled_files(data_uri)
-    if not labelled:
-        raise ValueError(
-            f"No images found under {data_uri}: expected <class>/<image> or "
-            "<split>/<class>/<image> folders."
-        )
+    labelled = read_listing(data_uri) if is_listing(data_uri) else list_labelled_files(data_uri)
     log.info("Found %d files under %s; reading them", len(labelled), data_uri)
     # Only headers are read here, so Pillow's decompression-bomb guard would only hide the
     # size of a bomb; validate refuses those by max_pixels before anything decodes them.
     Image.MAX_IMAGE_PIXELS = None
-    rows = _describe_all([storage.join(data_uri, rel) for rel, _, _ in labelled])
+    rows = _describe_all([uri for uri, _, _ in labelled])
     frame = pd.DataFrame(rows, columns=["uri", "sha256", "bytes", "width", "height", "format"])
     frame["label"] = [label for _, label, _ in labelled]
     folder_splits = [split for _, _, split in labelled]
@@ -82,24 +79,95 @@ def ingest(
 
 
 def list_labelled_files(data_uri: str) -> list[tuple[str, str, str | None]]:
-    """``(relative path, label, split or None)`` for every file in a class folder.
+    """``(uri, label, split or None)`` for every file in a class folder under ``data_uri``.
 
     Files that are not inside a class folder (a README or LICENSE at the top) are not images
     of any class and are skipped.
     """
+    if not storage.is_dir(data_uri):
+        raise FileNotFoundError(f"Data folder {data_uri} does not exist or is empty.")
     files = storage.list_files(data_uri)
     top_folders = {f.split("/")[0] for f in files if "/" in f}
     split_layout = bool(top_folders) and all(f.lower() in SPLIT_FOLDERS for f in top_folders)
     labelled = []
     for rel in files:
         parts = rel.split("/")
+        uri = storage.join(data_uri, rel)
         if split_layout and len(parts) >= 3:
-            labelled.append((rel, parts[1], SPLIT_FOLDERS[parts[0].lower()]))
+            labelled.append((uri, parts[1], SPLIT_FOLDERS[parts[0].lower()]))
         elif not split_layout and len(parts) >= 2:
-            labelled.append((rel, parts[0], None))
+            labelled.append((uri, parts[0], None))
         else:
             log.info("Skipping %s: not inside a class folder", rel)
+    if not labelled:
+        raise ValueError(
+            f"No images found under {data_uri}: expected <class>/<image> or "
+            "<split>/<class>/<image> folders."
+        )
     return labelled
+
+
+def is_listing(data_uri: str) -> bool:
+    return data_uri.lower().endswith(LISTING_SUFFIXES)
+
+
+def read_listing(listing_uri: str) -> list[tuple[str, str, str | None]]:
+    """``(uri, label, split or None)`` from a CSV (``uri,label[,split]``) or JSONL file.
+
+    Relative URIs resolve against the listing's folder and may not leave it.
+    """
+    text = storage.read_bytes(listing_uri).decode("utf-8")
+    is_jsonl = listing_uri.lower().endswith(".jsonl")
+    if is_jsonl:
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        records = list(csv.DictReader(io.StringIO(text)))
+    name = listing_uri.rsplit("/", 1)[-1]
+    if records and "labels" in records[0] and "label" not in records[0]:
+        raise ValueError(
+            f"{name} has a 'labels' column: multi-label data is not supported yet; give one "
+            "class per image in a 'label' column."
+        )
+    base = listing_uri.rsplit("/", 1)[0]
+    labelled = []
+    # Line numbers as an editor shows them: a CSV's first record is on line 2.
+    for number, record in enumerate(records, start=1 if is_jsonl else 2):
+        uri, label = str(record.get("uri") or "").strip(), str(record.get("label") or "").strip()
+        if not uri or not label:
+            raise ValueError(f"{name} line {number}: every row needs a uri and a label.")
+        split = str(record.get("split") or "").strip().lower() or None
+        if split is not None and split not in SPLIT_FOLDERS:
+            raise ValueError(
+                f"{name} line {number}: split {split!r} is not one of train, validation, test."
+            )
+        labelled.append(
+            (_resolve(base, uri, f"{name} line {number}"), label, split and SPLIT_FOLDERS[split])
+        )
+    if not labelled:
+        raise ValueError(f"{listing_uri} lists no images.")
+    if len({split for _, _, split in labelled} - {None}) and any(
+        split is None for _, _, split in labelled
+    ):
+        raise ValueError(f"{name}: give a split for every row or for none.")
+    return labelled
+
+
+def _resolve(base: str, uri: str, where: str) -> str:
+    """An absolute URI as is; a relative one under ``base``, refusing ``..`` escapes."""
+    if storage.is_gcs(uri) or (not storage.is_gcs(base) and Path(uri).is_absolute()):
+        return uri
+    if storage.is_gcs(base):
+        bucket, prefix = storage.split_gcs_uri(base)
+        joined = posixpath.normpath(posixpath.join(prefix, uri))
+        inside = joined == prefix or joined.startswith(prefix.rstrip("/") + "/")
+        resolved = f"{storage.GCS_SCHEME}{bucket}/{joined}"
+    else:
+        resolved_path = (Path(base) / uri).resolve()
+        inside = resolved_path.is_relative_to(Path(base).resolve())
+        resolved = str(resolved_path)
+    if not inside:
+        raise ValueError(f"{where}: {uri!r} points outside the listing's folder {base}.")
+    return resolved
 
 
 def hash_splits(
@@ -173,12 +241,27 @@ def render_sample_digits(folder: Path) -> None:
 
 
 def _describe_all(uris: list[str]) -> list[tuple]:
-    rows = []
+    """Describes every file; one error naming the files that cannot be read, if any (a
+    listing may name files that do not exist)."""
+
+    def describe_or_error(uri: str) -> tuple | str:
+        try:
+            return describe_image(uri)
+        except Exception as error:  # noqa: BLE001 - OSError locally, NotFound etc. on GCS
+            return f"{uri} ({type(error).__name__}: {error})"
+
+    rows, unreadable = [], []
     with ThreadPoolExecutor(max_workers=_READERS) as pool:
-        for done, row in enumerate(pool.map(describe_image, uris), start=1):
-            rows.append(row)
+        for done, row in enumerate(pool.map(describe_or_error, uris), start=1):
+            (unreadable if isinstance(row, str) else rows).append(row)
             if done % _PROGRESS_EVERY == 0 or done == len(uris):
                 log.info("Read %d/%d files", done, len(uris))
+    if unreadable:
+        raise FileNotFoundError(
+            f"{len(unreadable)} of {len(uris)} files cannot be read: "
+            + "; ".join(unreadable[:5])
+            + ("; ..." if len(unreadable) > 5 else "")
+        )
     return rows
 
 

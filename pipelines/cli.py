@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--data",
         default="sample:digits",
-        help="class-per-folder tree (local or gs://), or sample:digits",
+        help="class-per-folder tree or .csv/.jsonl listing (local or gs://), or sample:digits",
     )
     run.add_argument(
         "--train-fraction",

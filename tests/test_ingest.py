@@ -1,4 +1,6 @@
 import hashlib
+import json
+import re
 
 import pandas as pd
 import pytest
@@ -119,3 +121,62 @@ def test_a_class_of_two_keeps_its_hash_splits_and_no_validation_means_none(tmp_p
     frame = ingest(str(tree), str(tmp_path / "out2"), train_fraction=0.9, validation_fraction=0.0)
     assert set(frame["split"]) == {"train", "test"}
     assert frame.groupby("label")["split"].nunique().eq(2).all()
+
+
+def _listing_rows(tree):
+    return [
+        (path.relative_to(tree).as_posix(), path.parent.name)
+        for path in sorted(tree.rglob("*.png"))
+    ]
+
+
+def test_a_csv_listing_gives_the_same_manifest_as_the_folders(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=5)
+    rows = _listing_rows(tree)
+    lines = ["uri,label"] + [f"{uri},{label}" for uri, label in rows]
+    (tree / "listing.csv").write_text("\n".join(lines) + "\n")
+
+    from_listing = ingest(str(tree / "listing.csv"), str(tmp_path / "a"))
+    from_folders = ingest(str(tree), str(tmp_path / "b"))
+    pd.testing.assert_frame_equal(from_listing, from_folders)
+
+
+def test_a_jsonl_listing_with_splits_and_absolute_paths(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=4)
+    records = [
+        {
+            "uri": str(tree / uri) if i % 2 else uri,
+            "label": label,
+            "split": ["train", "val", "test", "train"][i % 4],
+        }
+        for i, (uri, label) in enumerate(_listing_rows(tree))
+    ]
+    listing = tmp_path / "data" / "images.JSONL"
+    listing.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
+    frame = ingest(str(listing), str(tmp_path / "out"))
+    assert manifest.counts_by_split(frame) == {"train": 6, "validation": 3, "test": 3}
+    assert frame["uri"].str.startswith(str(tree)).all()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("uri,label\n../../etc/passwd,cats\n", "line 2: '../../etc/passwd' points outside"),
+        ("uri,labels\na.png,cat|dog\n", "multi-label data is not supported yet"),
+        ("uri,label\na.png,\n", "line 2: every row needs a uri and a label"),
+        ("uri,label,split\na.png,cat,holdout\n", "split 'holdout' is not one of"),
+        ("uri,label,split\na.png,cat,train\nb.png,dog,\n", "a split for every row or for none"),
+    ],
+)
+def test_bad_listings_are_refused_with_the_line(tmp_path, content, message):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "listing.csv").write_text(content)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ingest(str(tmp_path / "data" / "listing.csv"), str(tmp_path / "out"))
+
+
+def test_a_listing_naming_missing_files_says_which(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=2)
+    (tree / "listing.csv").write_text("uri,label\nred/red-000.png,red\nred/gone.png,red\n")
+    with pytest.raises(FileNotFoundError, match=r"1 of 2 files cannot be read: .*red/gone.png"):
+        ingest(str(tree / "listing.csv"), str(tmp_path / "out"))

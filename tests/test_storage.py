@@ -73,3 +73,21 @@ def test_a_bucket_gives_the_same_manifest_as_the_local_tree(gcs_bucket, tmp_path
 def test_a_missing_bucket_prefix_is_a_clear_error(gcs_bucket, tmp_path):
     with pytest.raises(FileNotFoundError, match="gs://photos/nothing"):
         ingest("gs://photos/nothing", str(tmp_path / "manifest"))
+
+
+def test_a_listing_in_a_bucket_resolves_relative_uris_there(gcs_bucket, tmp_path):
+    tree = write_colour_tree(tmp_path / "items", per_class=3)
+    _upload(tree, gcs_bucket, "shop/items")
+    rows = [
+        f"{p.relative_to(tree).as_posix()},{p.parent.name}" for p in sorted(tree.rglob("*.png"))
+    ]
+    gcs_bucket.blob("shop/items/listing.csv").upload_from_string(
+        "\n".join(["uri,label", *rows]) + "\n"
+    )
+    from_listing = ingest("gs://photos/shop/items/listing.csv", str(tmp_path / "a"))
+    from_folders = ingest("gs://photos/shop/items", str(tmp_path / "b"))
+    pd.testing.assert_frame_equal(from_listing, from_folders)
+
+    gcs_bucket.blob("shop/items/escape.csv").upload_from_string("uri,label\n../../x.png,red\n")
+    with pytest.raises(ValueError, match="points outside"):
+        ingest("gs://photos/shop/items/escape.csv", str(tmp_path / "c"))
