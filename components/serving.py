@@ -2,8 +2,8 @@
 
 The signature runs the transform graph written by preprocess (decode, RGB, resize) and then the
 Keras model, so a TF Serving client sends the encoded file and nothing else. The transform layer
-is a tf_keras object (tensorflow-transform's own Keras), so the two are joined in a ``tf.Module``
-rather than as layers of one Keras model.
+is a tf_keras object (tensorflow-transform's own Keras), so the two are joined in a serving
+function exported by ``keras.export.ExportArchive`` rather than as layers of one Keras model.
 """
 
 from __future__ import annotations
