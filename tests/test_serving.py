@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CLASS_COLOURS, colour_image
+from conftest import CLASS_COLOURS, IMAGE_SIZE, colour_image
 
 from components import serving
 from pipelines import cli
@@ -67,3 +67,31 @@ def test_predict_cli_names_the_class(trained_model, tmp_path, capsys):
     assert line["image"] == str(image)
     assert line["label"] in CLASS_COLOURS
     assert list(line["top"])[0] == line["label"]
+
+
+def test_no_skew_between_the_tfrecords_and_the_serving_signature(prepared, tmp_path):
+    """Scores of the TFRecords' images through the Keras model equal the scores of the raw
+    files through the exported signature: training and serving see the same pixels."""
+    import tensorflow_transform as tft
+
+    from components import manifest, preprocess, storage
+    from components.train import TrainConfig, build_model, make_dataset
+
+    config = TrainConfig(weights="none", alpha=0.25, image_size=IMAGE_SIZE, batch_size=64)
+    model, _ = build_model(config, num_classes=3)
+    transform = tft.TFTransformOutput(prepared["transform"])
+    class_names = [c.decode() for c in transform.vocabulary_by_name("label")]
+    serving.export(model, prepared["transform"], class_names, IMAGE_SIZE, str(tmp_path / "m"))
+
+    test_rows = manifest.split_rows(manifest.read(prepared["validated"]), "test")
+    raw = {uri: storage.read_bytes(uri) for uri in test_rows["uri"]}
+    uri_of_pixels = {
+        preprocess.decode_and_resize(data, IMAGE_SIZE).numpy().tobytes(): uri
+        for uri, data in raw.items()
+    }
+    images, _ = next(iter(make_dataset(prepared["examples"], "test", transform, config, False)))
+    from_records = model.predict(images, verbose=0)
+    uris = [uri_of_pixels[image.numpy().astype(np.uint8).tobytes()] for image in images]
+    from_serving = serving.ServedModel(str(tmp_path / "m")).predict([raw[u] for u in uris])
+    assert len(uris) == len(test_rows)
+    np.testing.assert_allclose(from_serving["scores"], from_records, atol=1e-5)
