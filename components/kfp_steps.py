@@ -46,11 +46,16 @@ def validate(
     max_invalid_fraction: float,
     max_pixels: int,
     max_imbalance_ratio: float,
+    serving_root: str,
+    model_name: str,
+    drift_warning: float,
+    max_label_drift: float,
     validated_manifest: Output[Dataset],
     report: Output[HTML],
     metrics: Output[Metrics],
 ):
-    """Runs the great-expectations suite and quarantines files that do not decode."""
+    """Runs the great-expectations suite, quarantines files that do not decode, and compares
+    the data with the served model's (drift)."""
     import logging
     import shutil
     from pathlib import Path
@@ -68,12 +73,18 @@ def validate(
         max_invalid_fraction,
         max_pixels,
         max_imbalance_ratio,
+        serving_root,
+        model_name,
+        drift_warning,
+        max_label_drift,
     )
     shutil.copyfile(report_file, report.path)
     for split, count in result.images.items():
         metrics.log_metric(f"{split}_images", count)
     metrics.log_metric("quarantined", result.quarantined)
     metrics.log_metric("duplicates_dropped", result.duplicates_dropped)
+    for measure, value in (result.drift or {}).items():
+        metrics.log_metric(f"drift_{measure}", value)
     validated_manifest.metadata.update(images=result.images, quarantined=result.quarantined)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from components import manifest, serving, serving_layout, storage
+from components import manifest, profile, serving, serving_layout, storage
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ def push(model_dir: str, serving_root: str, model_name: str, manifest_dir: str) 
     """Copies ``model_dir`` to ``<serving_root>/<model_name>/<next version>/``.
 
     The copy, with ``assets.extra/tf_serving_warmup_requests`` built from a few of the
-    manifest's images, is assembled in a hidden staging folder and renamed into place.
+    manifest's images and the data profile validate wrote beside the manifest, is assembled in
+    a hidden staging folder and renamed into place.
     """
     if not serving.is_saved_model(model_dir):
         raise FileNotFoundError(f"{model_dir} is not a SavedModel (no saved_model.pb).")
@@ -41,6 +42,9 @@ def push(model_dir: str, serving_root: str, model_name: str, manifest_dir: str) 
         write_warmup_requests(
             staged / "assets.extra" / WARMUP_FILE, warmup_images(manifest_dir), model_name
         )
+        # The next run's validate compares its data with this profile (drift).
+        if (Path(manifest_dir) / profile.PROFILE_FILE).exists():
+            shutil.copy(Path(manifest_dir) / profile.PROFILE_FILE, staged / "assets.extra")
         version, path = serving_layout.publish(str(staged), serving_root, model_name)
     except BaseException:
         serving_layout.discard(staged)

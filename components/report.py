@@ -107,6 +107,12 @@ def validation_html(result: ValidationResult, kept: pd.DataFrame, quarantined: p
         f"{result.quarantined} quarantined; {result.duplicates_dropped} copies of files in an "
         "earlier split dropped.</p>"
     )
+    drift = (
+        f"<h2>Drift against served version {result.drift_baseline_version}</h2>"
+        + table(pd.DataFrame([result.drift]))
+        if result.drift
+        else "<h2>Drift</h2><p>No served model with a data profile to compare with.</p>"
+    )
     quarantine = (
         table(quarantined[["uri", "label", "split", "reason"]])
         if len(quarantined)
@@ -120,6 +126,7 @@ def validation_html(result: ValidationResult, kept: pd.DataFrame, quarantined: p
             "<h2>Images per class and split</h2>",
             counts_chart(per_class),
             table(per_class),
+            drift,
             "<h2>Quarantined and dropped files</h2>",
             quarantine,
         ],

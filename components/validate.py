@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from components import manifest, report, storage
+from components import manifest, profile, report, serving_layout, storage
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,23 @@ class RuleResult:
 
 
 @dataclass
+class DriftLimits:
+    """Drift measures against the served model's data (None without one) and their limits."""
+
+    measures: dict[str, float] | None
+    baseline_version: int | None
+    warning: float
+    max_label_drift: float
+
+
+@dataclass
 class ValidationResult:
     images: dict[str, int]
     quarantined: int
     duplicates_dropped: int = 0
     rules: list[RuleResult] = field(default_factory=list)
+    drift: dict[str, float] | None = None
+    drift_baseline_version: int | None = None
 
     @property
     def failures(self) -> list[RuleResult]:
@@ -68,18 +80,29 @@ def validate(
     max_invalid_fraction: float = 0.05,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_imbalance_ratio: float = 10.0,
+    serving_root: str = "",
+    model_name: str = "",
+    drift_warning: float = 0.15,
+    max_label_drift: float = 0.5,
 ) -> ValidationResult:
     """Writes the validated manifest and ``quarantine.csv`` to ``output_dir`` and the HTML
     report to ``report_path``; raises :class:`DataValidationError` on a failed ``error`` rule.
 
     ``quarantine.csv`` lists the invalid files and, apart from them, the later copies of files
     found in two splits: those are fine images, dropped so that no test image is trained on.
+
+    With ``serving_root`` and ``model_name``, the data is compared with the profile stored
+    next to the model being served (drift); ``data_profile.json`` in ``output_dir`` is this
+    data's profile, for push to store next to the next model.
     """
     frame = manifest.read(manifest_dir)
-    frame["quarantine_reason"] = quarantine_reasons(frame, min_side, max_pixels)
+    frame["quarantine_reason"], frame["brightness"] = check_files(frame, min_side, max_pixels)
     valid = frame[frame["quarantine_reason"] == ""]
     leaked = leaked_copies(valid)
     kept = valid.drop(index=leaked.index).reset_index(drop=True)
+    current_profile = profile.data_profile(kept, kept["brightness"])
+    baseline = served_profile(serving_root, model_name)
+    drift = profile.drift(current_profile, baseline[1]) if baseline else None
     quarantined = pd.concat([frame[frame["quarantine_reason"] != ""], leaked]).rename(
         columns={"quarantine_reason": "reason"}
     )
@@ -91,15 +114,19 @@ def validate(
         min_images_per_class,
         max_invalid_fraction,
         max_imbalance_ratio,
+        DriftLimits(drift, baseline[0] if baseline else None, drift_warning, max_label_drift),
     )
     result = ValidationResult(
         images=manifest.counts_by_split(kept),
         quarantined=len(quarantined) - len(leaked),
         duplicates_dropped=len(leaked),
         rules=rules,
+        drift=drift,
+        drift_baseline_version=baseline[0] if baseline else None,
     )
 
     manifest.write(kept[manifest.COLUMNS], output_dir)
+    profile.write(current_profile, output_dir)
     manifest.write(quarantined[manifest.QUARANTINE_COLUMNS], output_dir, manifest.QUARANTINE_FILE)
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     Path(report_path).write_text(report.validation_html(result, kept, quarantined))
@@ -122,38 +149,42 @@ def validate(
     return result
 
 
-def quarantine_reasons(frame: pd.DataFrame, min_side: int, max_pixels: int) -> list[str]:
-    """One reason per row, empty for a usable image. Runs the decode checks in parallel."""
+def check_files(
+    frame: pd.DataFrame, min_side: int, max_pixels: int
+) -> tuple[list[str], list[float | None]]:
+    """A quarantine reason per row (empty for a usable image) and the brightness of every
+    image that decodes. Runs the decode checks in parallel."""
 
-    def reason(row) -> str:
+    def check(row) -> tuple[str, float | None]:
         if row.bytes == 0:
-            return "empty file"
+            return "empty file", None
         # The header's size is checked before any decoding: a decompression bomb is a few
         # kilobytes that decode to gigabytes.
         if pd.notna(row.width) and row.width * row.height > max_pixels:
             return (
                 f"{row.width}x{row.height} is {row.width * row.height:,} pixels, over "
                 f"max_pixels={max_pixels:,}; refused before decoding"
-            )
-        error = decode_error(row.uri)
+            ), None
+        error, brightness = inspect_image(row.uri)
         if error:
-            return error
+            return error, None
         if row.format not in SUPPORTED_FORMATS:
             return (
                 f"unsupported format {row.format or 'unknown'}; "
                 f"supported: {', '.join(SUPPORTED_FORMATS)}"
-            )
+            ), brightness
         if min(row.width, row.height) < min_side:
-            return f"{row.width}x{row.height} is smaller than min_side={min_side}"
-        return ""
+            return f"{row.width}x{row.height} is smaller than min_side={min_side}", brightness
+        return "", brightness
 
-    reasons = []
+    reasons, brightness = [], []
     with ThreadPoolExecutor(max_workers=_DECODERS) as pool:
-        for done, text in enumerate(pool.map(reason, frame.itertuples()), start=1):
-            reasons.append(text)
+        for done, (reason, level) in enumerate(pool.map(check, frame.itertuples()), start=1):
+            reasons.append(reason)
+            brightness.append(level)
             if done % _PROGRESS_EVERY == 0 or done == len(frame):
                 log.info("Checked %d/%d files", done, len(frame))
-    return reasons
+    return reasons, brightness
 
 
 def leaked_copies(frame: pd.DataFrame) -> pd.DataFrame:
@@ -173,22 +204,34 @@ def leaked_copies(frame: pd.DataFrame) -> pd.DataFrame:
     return later.drop(columns="_order").assign(quarantine_reason=reasons)
 
 
-def decode_error(uri: str) -> str:
-    """Why the file does not decode the way preprocess decodes it, or an empty string."""
+def inspect_image(uri: str) -> tuple[str, float | None]:
+    """``(why the file does not decode the way preprocess decodes it, or "", its mean
+    brightness in [0, 1] when it decodes)``."""
     import tensorflow as tf
 
     try:
         data = storage.read_bytes(uri)
     except OSError as error:
-        return f"unreadable: {error}"
+        return f"unreadable: {error}", None
     if not data:
-        return "empty file"
+        return "empty file", None
     try:
-        tf.io.decode_image(data, channels=3, expand_animations=False)
+        pixels = tf.io.decode_image(data, channels=3, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
         message = _TF_ERROR_NOISE.sub("", error.message.splitlines()[0]).strip()
-        return f"does not decode as an image: {message}"
-    return ""
+        return f"does not decode as an image: {message}", None
+    return "", float(tf.reduce_mean(tf.cast(pixels, tf.float32))) / 255.0
+
+
+def served_profile(serving_root: str, model_name: str) -> tuple[int, dict] | None:
+    """``(version, data profile)`` of the model being served, if it has one."""
+    if not (serving_root and model_name):
+        return None
+    served = serving_layout.latest_version(serving_root, model_name)
+    if served is None:
+        return None
+    stored = profile.read(Path(served[1]) / "assets.extra")
+    return (served[0], stored) if stored else None
 
 
 def run_suite(
@@ -199,6 +242,7 @@ def run_suite(
     min_images_per_class: int,
     max_invalid_fraction: float,
     max_imbalance_ratio: float,
+    drift: DriftLimits,
 ) -> list[RuleResult]:
     """``frame``: every file; ``valid``: the files that decode; ``kept``: ``valid`` less the
     copies leaked across splits."""
@@ -213,6 +257,8 @@ def run_suite(
         "split_contents": valid.drop_duplicates(["sha256", "split"]),
     }
     largest_class = int(train_counts["train_images"].max()) if len(train_counts) else 0
+    if drift.measures is not None:
+        tables["drift"] = pd.DataFrame([drift.measures])
     expectations = {
         "files": [
             (
@@ -286,6 +332,45 @@ def run_suite(
             ),
         ],
     }
+    if drift.measures is not None:
+        against = f"the data of served version {drift.baseline_version}"
+        expectations["drift"] = [
+            (
+                gx.expectations.ExpectColumnValuesToBeBetween(
+                    column="label_tvd", max_value=drift.max_label_drift
+                ),
+                "error",
+                f"label distribution within max_label_drift={drift.max_label_drift:g} (total "
+                f"variation) of {against}",
+                "if the new class mix is intended, raise max_label_drift",
+            ),
+            (
+                gx.expectations.ExpectColumnValuesToBeBetween(
+                    column="label_tvd", max_value=drift.warning
+                ),
+                "warning",
+                f"label distribution within drift_warning={drift.warning:g} of {against}",
+                "",
+            ),
+            (
+                gx.expectations.ExpectColumnValuesToBeBetween(
+                    column="size_shift", max_value=drift.warning
+                ),
+                "warning",
+                f"median shorter side within drift_warning={drift.warning:g} (relative) of "
+                f"{against}",
+                "",
+            ),
+            (
+                gx.expectations.ExpectColumnValuesToBeBetween(
+                    column="brightness_shift", max_value=drift.warning
+                ),
+                "warning",
+                f"mean brightness within drift_warning={drift.warning:g} (of full scale) of "
+                f"{against}",
+                "",
+            ),
+        ]
     rules = []
     for table, checks in expectations.items():
         suite = gx.ExpectationSuite(name=table)
@@ -346,6 +431,9 @@ def _observed(table: str, data: pd.DataFrame, outcome, min_images_per_class: int
     if outcome.expectation_config.type == "expect_column_values_to_match_regex":
         names = sorted(set(map(str, result.get("partial_unexpected_list", []))))
         return "bad labels: " + ", ".join(repr(name) for name in names) if names else "none"
+    if table == "drift":
+        column = outcome.expectation_config.kwargs["column"]
+        return f"{column} = {float(data.at[0, column]):.3f}"
     if table == "files":
         share = 100 * unexpected / max(total, 1)
         return f"{unexpected} of {total} files quarantined ({share:.1f}%)"

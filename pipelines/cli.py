@@ -69,6 +69,19 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         help="warn when the largest class has this many times the smallest's train images",
     )
+    run.add_argument(
+        "--drift-warning",
+        type=float,
+        default=0.15,
+        help="warn when label mix, image size or brightness moved this far from the data of "
+        "the served model",
+    )
+    run.add_argument(
+        "--max-label-drift",
+        type=float,
+        default=0.5,
+        help="fail when the label mix moved this far (total variation) from the served data",
+    )
     run.add_argument("--summary-json", help="also write the run summary to this file")
     run.set_defaults(handler=_run)
 
@@ -111,6 +124,8 @@ def _run(args: argparse.Namespace) -> int:
         "max_invalid_fraction": args.max_invalid_fraction,
         "max_pixels": args.max_pixels,
         "max_imbalance_ratio": args.max_imbalance_ratio,
+        "drift_warning": args.drift_warning,
+        "max_label_drift": args.max_label_drift,
     }
     try:
         summary = local.run(arguments, args.pipeline_root)

@@ -27,6 +27,8 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
         max_invalid_fraction: float = 0.05,
         max_pixels: int = 50_000_000,
         max_imbalance_ratio: float = 10.0,
+        drift_warning: float = 0.15,
+        max_label_drift: float = 0.5,
         image_size: int = 224,
         beam_pipeline_args: list = ["--runner=DirectRunner"],  # noqa: B006 - a KFP default
         backbone: str = "mobilenet",
@@ -55,6 +57,10 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
             max_invalid_fraction=max_invalid_fraction,
             max_pixels=max_pixels,
             max_imbalance_ratio=max_imbalance_ratio,
+            serving_root=serving_root,
+            model_name=model_name,
+            drift_warning=drift_warning,
+            max_label_drift=max_label_drift,
         )
         validated.set_container_image(step_image)
         preprocessed = kfp_steps.preprocess(

@@ -22,6 +22,7 @@ def test_pushes_get_growing_versions_with_warmup_requests(trained_model, prepare
     assert second.path == str(Path(root) / "colours" / "2")
     assert _visible_entries(root, "colours") == ["1", "2"]  # no staging left behind
     assert serving.is_saved_model(second.path)
+    assert (Path(second.path) / "assets.extra" / "data_profile.json").is_file()
     assert serving_layout.latest_version(root, "colours") == (2, second.path)
 
 

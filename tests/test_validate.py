@@ -1,10 +1,12 @@
+import numpy as np
 import pytest
-from conftest import colour_image, write_colour_tree
+from conftest import CLASS_COLOURS, colour_image, encode_image, write_colour_tree
 from hostile import ACCEPTED, QUARANTINED, SKIPPED, add_corpus
 
 from components import manifest
 from components.ingest import ingest
-from components.validate import DataValidationError, decode_error, validate
+from components.push import push
+from components.validate import DataValidationError, inspect_image, validate
 
 
 def _ingested(tmp_path, tree):
@@ -121,11 +123,15 @@ def test_labels_with_control_characters_fail(tmp_path):
         _validate(tmp_path, _ingested(tmp_path, tree))
 
 
-def test_decode_error_accepts_every_supported_format(tmp_path):
+def test_every_supported_format_decodes_with_its_brightness(tmp_path):
     for image_format in ("PNG", "JPEG", "GIF", "BMP", "WEBP"):
         path = tmp_path / f"image.{image_format.lower()}"
         path.write_bytes(colour_image((10, 120, 200), seed=3, image_format=image_format))
-        assert decode_error(str(path)) == "", image_format
+        error, brightness = inspect_image(str(path))
+        assert error == "" and 0 < brightness < 1, image_format
+    white = tmp_path / "white.png"
+    white.write_bytes(encode_image(np.full((20, 20, 3), 255, np.uint8)))
+    assert inspect_image(str(white)) == ("", 1.0)
 
 
 def test_a_corpus_of_real_world_junk_is_sorted_out(tmp_path):
@@ -149,3 +155,37 @@ def test_a_corpus_of_real_world_junk_is_sorted_out(tmp_path):
     kept_names = set(manifest.read(tmp_path / "validated")["uri"].str.split("/").str[-1])
     assert set(ACCEPTED) <= kept_names
     assert not kept_names & set(SKIPPED)
+
+
+def _tree_with_mix(root, counts):
+    for (label, colour), count in zip(CLASS_COLOURS.items(), counts, strict=True):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            (root / label / f"{label}-{i}.png").write_bytes(colour_image(colour, seed=i))
+    return root
+
+
+def test_drift_from_the_served_models_data(tmp_path, trained_model):
+    served = tmp_path / "first"
+    served.mkdir()
+    _validate(served, _ingested(served, _tree_with_mix(served / "data", (12, 12, 12))))
+    push(trained_model, str(tmp_path / "serving"), "colours", str(served / "validated"))
+    limits = {"serving_root": str(tmp_path / "serving"), "model_name": "colours"}
+
+    same = tmp_path / "same"
+    same.mkdir()
+    result = _validate(same, _ingested(same, served / "data"), **limits)
+    assert result.drift == {"label_tvd": 0.0, "size_shift": 0.0, "brightness_shift": 0.0}
+    assert result.drift_baseline_version == 1
+
+    reweighted = tmp_path / "reweighted"
+    reweighted.mkdir()
+    manifest_dir = _ingested(reweighted, _tree_with_mix(reweighted / "data", (30, 4, 4)))
+    result = _validate(reweighted, manifest_dir, min_images_per_class=2, **limits)
+    assert result.drift["label_tvd"] == pytest.approx(0.5 * (2 * (30 / 38 - 1 / 3)), abs=1e-6)
+    label_rules = {r.severity: r for r in result.rules if "label distribution" in r.rule}
+    assert label_rules["error"].passed and not label_rules["warning"].passed
+    assert "Drift against served version 1" in (reweighted / "report.html").read_text()
+
+    with pytest.raises(DataValidationError, match="raise max_label_drift"):
+        _validate(reweighted, manifest_dir, min_images_per_class=2, max_label_drift=0.3, **limits)
