@@ -19,7 +19,7 @@ import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from components import manifest, storage
+from components import exif, manifest, storage
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,12 @@ _IMAGES_PER_SHARD = 1000
 def decode_and_resize(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     """Encoded JPEG/PNG/GIF/BMP -> uint8 RGB ``[image_size, image_size, 3]``.
 
-    Grayscale and RGBA become RGB, an animated GIF gives its first frame, and the aspect ratio
-    is kept by padding with black, so no object is cropped or stretched.
+    Grayscale and RGBA become RGB, an animated GIF gives its first frame, a photo is turned
+    upright by its EXIF orientation, and the aspect ratio is kept by padding with black, so no
+    object is cropped or stretched.
     """
     image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image = exif.apply_orientation(image, exif.orientation(image_bytes))
     image = tf.image.resize_with_pad(image, image_size, image_size, antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
