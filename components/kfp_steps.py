@@ -50,6 +50,8 @@ def validate(
     model_name: str,
     drift_warning: float,
     max_label_drift: float,
+    train_fraction: float,
+    validation_fraction: float,
     validated_manifest: Output[Dataset],
     report: Output[HTML],
     metrics: Output[Metrics],
@@ -77,6 +79,8 @@ def validate(
         model_name,
         drift_warning,
         max_label_drift,
+        train_fraction,
+        validation_fraction,
     )
     shutil.copyfile(report_file, report.path)
     for split, count in result.images.items():

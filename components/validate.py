@@ -27,6 +27,8 @@ DEFAULT_MAX_PIXELS = 50_000_000
 VALIDATION_FILE = "validation.json"
 # A class name becomes a folder name, a vocabulary entry and a serving output.
 LABEL_PATTERN = r"^[^/\\\x00-\x1f\x7f]+$"
+# Hash splits land within a point or two of the fractions; folder splits are the user's.
+SPLIT_SHARE_TOLERANCE = 0.1
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
 _TF_ERROR_NOISE = re.compile(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]")
 _DECODERS = 8
@@ -58,6 +60,19 @@ class DriftLimits:
 
 
 @dataclass
+class SplitFractions:
+    train_fraction: float
+    validation_fraction: float
+
+    def expected(self) -> dict[str, float]:
+        return {
+            "train": self.train_fraction,
+            "validation": self.validation_fraction,
+            "test": 1 - self.train_fraction - self.validation_fraction,
+        }
+
+
+@dataclass
 class ValidationResult:
     images: dict[str, int]
     quarantined: int
@@ -84,6 +99,8 @@ def validate(
     model_name: str = "",
     drift_warning: float = 0.15,
     max_label_drift: float = 0.5,
+    train_fraction: float = 0.8,
+    validation_fraction: float = 0.1,
 ) -> ValidationResult:
     """Writes the validated manifest and ``quarantine.csv`` to ``output_dir`` and the HTML
     report to ``report_path``; raises :class:`DataValidationError` on a failed ``error`` rule.
@@ -115,6 +132,7 @@ def validate(
         max_invalid_fraction,
         max_imbalance_ratio,
         DriftLimits(drift, baseline[0] if baseline else None, drift_warning, max_label_drift),
+        SplitFractions(train_fraction, validation_fraction),
     )
     result = ValidationResult(
         images=manifest.counts_by_split(kept),
@@ -243,6 +261,7 @@ def run_suite(
     max_invalid_fraction: float,
     max_imbalance_ratio: float,
     drift: DriftLimits,
+    splits: SplitFractions,
 ) -> list[RuleResult]:
     """``frame``: every file; ``valid``: the files that decode; ``kept``: ``valid`` less the
     copies leaked across splits."""
@@ -255,6 +274,7 @@ def run_suite(
         "images": kept.assign(min_side=kept[["width", "height"]].min(axis=1)),
         "train_classes": train_counts,
         "split_contents": valid.drop_duplicates(["sha256", "split"]),
+        "split_shares": _split_shares(kept, splits),
     }
     largest_class = int(train_counts["train_images"].max()) if len(train_counts) else 0
     if drift.measures is not None:
@@ -328,6 +348,17 @@ def run_suite(
                 gx.expectations.ExpectColumnValuesToBeUnique(column="sha256"),
                 "warning",
                 "no identical file in two splits (later copies are dropped)",
+                "",
+            ),
+        ],
+        "split_shares": [
+            (
+                gx.expectations.ExpectColumnValuesToBeBetween(
+                    column="deviation", max_value=SPLIT_SHARE_TOLERANCE
+                ),
+                "warning",
+                f"split shares within {SPLIT_SHARE_TOLERANCE:g} of train_fraction="
+                f"{splits.train_fraction:g} and validation_fraction={splits.validation_fraction:g}",
                 "",
             ),
         ],
@@ -414,6 +445,17 @@ def _batch(context, name: str, table: pd.DataFrame):
     return definition.get_batch(batch_parameters={"dataframe": table})
 
 
+def _split_shares(kept: pd.DataFrame, splits: SplitFractions) -> pd.DataFrame:
+    counts = manifest.counts_by_split(kept)
+    total = max(sum(counts.values()), 1)
+    rows = [
+        {"split": split, "share": counts[split] / total, "expected": expected}
+        for split, expected in splits.expected().items()
+    ]
+    frame = pd.DataFrame(rows)
+    return frame.assign(deviation=(frame["share"] - frame["expected"]).abs())
+
+
 def _train_counts(kept: pd.DataFrame) -> pd.DataFrame:
     """Train images per class, including classes seen only in validation or test (zero)."""
     train = kept[kept["split"] == "train"]["label"].value_counts()
@@ -431,6 +473,8 @@ def _observed(table: str, data: pd.DataFrame, outcome, min_images_per_class: int
     if outcome.expectation_config.type == "expect_column_values_to_match_regex":
         names = sorted(set(map(str, result.get("partial_unexpected_list", []))))
         return "bad labels: " + ", ".join(repr(name) for name in names) if names else "none"
+    if table == "split_shares":
+        return ", ".join(f"{row.split} {row.share:.2f}" for row in data.itertuples())
     if table == "drift":
         column = outcome.expectation_config.kwargs["column"]
         return f"{column} = {float(data.at[0, column]):.3f}"

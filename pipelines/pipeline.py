@@ -61,6 +61,8 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
             model_name=model_name,
             drift_warning=drift_warning,
             max_label_drift=max_label_drift,
+            train_fraction=train_fraction,
+            validation_fraction=validation_fraction,
         )
         validated.set_container_image(step_image)
         preprocessed = kfp_steps.preprocess(

@@ -189,3 +189,15 @@ def test_drift_from_the_served_models_data(tmp_path, trained_model):
 
     with pytest.raises(DataValidationError, match="raise max_label_drift"):
         _validate(reweighted, manifest_dir, min_images_per_class=2, max_label_drift=0.3, **limits)
+
+
+def test_split_shares_far_from_the_fractions_are_a_warning(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=10, splits=("train", "test"))
+    result = _validate(
+        tmp_path, _ingested(tmp_path, tree), train_fraction=0.5, validation_fraction=0.0
+    )
+    shares = next(r for r in result.rules if r.rule.startswith("split shares"))
+    assert shares.passed and shares.observed == "train 0.50, validation 0.00, test 0.50"
+    result = _validate(tmp_path, _ingested(tmp_path, tree))
+    shares = next(r for r in result.rules if r.rule.startswith("split shares"))
+    assert not shares.passed and shares.severity == "warning"
