@@ -19,7 +19,13 @@ def _validate(tmp_path, manifest_dir, **rules):
         manifest_dir,
         str(tmp_path / "validated"),
         str(tmp_path / "report.html"),
-        **{"min_side": 16, "min_images_per_class": 3, **rules},
+        **{
+            "min_side": 16,
+            "min_images_per_class": 3,
+            "train_fraction": 0.6,
+            "validation_fraction": 0.2,
+            **rules,
+        },
     )
 
 
@@ -198,6 +204,8 @@ def test_split_shares_far_from_the_fractions_are_a_warning(tmp_path):
     )
     shares = next(r for r in result.rules if r.rule.startswith("split shares"))
     assert shares.passed and shares.observed == "train 0.50, validation 0.00, test 0.50"
-    result = _validate(tmp_path, _ingested(tmp_path, tree))
+    result = _validate(
+        tmp_path, _ingested(tmp_path, tree), train_fraction=0.8, validation_fraction=0.1
+    )
     shares = next(r for r in result.rules if r.rule.startswith("split shares"))
     assert not shares.passed and shares.severity == "warning"
