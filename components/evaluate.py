@@ -6,28 +6,42 @@ signature on the raw image bytes, so the numbers include any skew a client would
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from PIL import Image
 from sklearn import metrics as skm
 
 from components import manifest, report, serving, serving_layout, storage
 
 log = logging.getLogger(__name__)
 
+REGRESSION_METRICS = ("accuracy", "macro_f1")
 _READERS = 16
+_CALIBRATION_BINS = 15
+_TOP_K = 3
+_GRID_IMAGES = 24
+_THUMBNAIL = 96
 
 
 @dataclass
 class ModelMetrics:
     accuracy: float
     macro_f1: float
-    per_class: dict[str, dict[str, float]]
+    weighted_f1: float
+    top_k_accuracy: float
+    top_k: int
+    roc_auc_macro: float | None
+    expected_calibration_error: float
+    per_class: dict[str, dict[str, float | None]]
     labels: list[str]
     confusion_matrix: list[list[int]]
     images: int
@@ -46,22 +60,51 @@ class Evaluation:
         return json.dumps(asdict(self), indent=2)
 
 
+@dataclass
+class BlessingRules:
+    min_accuracy: float = 0.5
+    min_macro_f1: float = 0.0
+    max_regression: float = 0.0
+    regression_metric: str = "accuracy"
+    max_class_recall_drop: float = 0.1
+
+    def __post_init__(self):
+        if self.regression_metric not in REGRESSION_METRICS:
+            raise ValueError(
+                f"regression_metric must be one of {', '.join(REGRESSION_METRICS)}, "
+                f"not {self.regression_metric!r}."
+            )
+
+
+@dataclass
+class Predictions:
+    """What one model said about the test images."""
+
+    labels: list[str]
+    scores: np.ndarray  # [images, classes]
+    classes: list[str]  # the class of each score column
+
+
 def evaluate(
     candidate_dir: str,
     manifest_dir: str,
     serving_root: str,
     model_name: str,
-    min_accuracy: float = 0.5,
-    max_regression: float = 0.0,
+    rules: BlessingRules | None = None,
+    output_dir: str | None = None,
     batch_size: int = 32,
 ) -> Evaluation:
+    """Scores both models and applies ``rules``; with ``output_dir``, writes
+    ``evaluation.json``, ``report.html`` and ``summary.md`` there."""
+    rules = rules or BlessingRules()
     test = manifest.split_rows(manifest.read(manifest_dir), "test")
     if test.empty:
         raise ValueError("The validated manifest has no test images to evaluate on.")
     images = _read_all(test["uri"].tolist())
     true_labels = test["label"].tolist()
     log.info("Scoring the candidate on %d test images", len(images))
-    candidate = score(serving.ServedModel(candidate_dir), images, true_labels, batch_size)
+    candidate_predictions = predict(serving.ServedModel(candidate_dir), images, batch_size)
+    candidate = classification_metrics(true_labels, candidate_predictions)
 
     baseline = baseline_version = baseline_error = None
     served = serving_layout.latest_version(serving_root, model_name)
@@ -69,7 +112,11 @@ def evaluate(
         baseline_version, baseline_dir = served
         log.info("Scoring the baseline, version %d at %s", baseline_version, baseline_dir)
         try:
-            baseline = score(serving.ServedModel(baseline_dir), images, true_labels, batch_size)
+            with serving_layout.local_copy(baseline_dir) as local_dir:
+                baseline_model = serving.ServedModel(local_dir)
+                baseline = classification_metrics(
+                    true_labels, predict(baseline_model, images, batch_size)
+                )
         except Exception as error:  # noqa: BLE001 - a broken baseline must not block a fix
             baseline_error = f"{type(error).__name__}: {error}"
             log.warning(
@@ -81,8 +128,8 @@ def evaluate(
     else:
         log.info("No model under %s/%s yet: judging on the floors alone", serving_root, model_name)
 
-    checks = blessing_checks(candidate, baseline, min_accuracy, max_regression)
-    return Evaluation(
+    checks = blessing_checks(candidate, baseline, rules)
+    evaluation = Evaluation(
         candidate=candidate,
         baseline=baseline,
         baseline_version=baseline_version,
@@ -90,22 +137,31 @@ def evaluate(
         checks=checks,
         baseline_error=baseline_error,
     )
+    if output_dir:
+        misclassified = misclassified_grid(images, true_labels, candidate_predictions.labels)
+        write_outputs(evaluation, output_dir, misclassified)
+    return evaluation
 
 
-def score(
-    model: serving.ServedModel, images: list[bytes], true_labels: list[str], batch_size: int
-) -> ModelMetrics:
+def predict(model: serving.ServedModel, images: list[bytes], batch_size: int) -> Predictions:
     outputs = model.predict_batches(images, batch_size)
-    predicted = [label.decode() for label in outputs[serving.LABEL_KEY]]
-    return classification_metrics(true_labels, predicted)
+    return Predictions(
+        labels=[label.decode() for label in outputs[serving.LABEL_KEY]],
+        scores=outputs[serving.SCORES_KEY],
+        classes=[name.decode() for name in outputs[serving.CLASSES_KEY][0]],
+    )
 
 
-def classification_metrics(true_labels: list[str], predicted: list[str]) -> ModelMetrics:
+def classification_metrics(true_labels: list[str], predictions: Predictions) -> ModelMetrics:
+    predicted = predictions.labels
     labels = sorted(set(true_labels) | set(predicted))
+    true_classes = sorted(set(true_labels))
     precision, recall, f1, support = skm.precision_recall_fscore_support(
         true_labels, predicted, labels=labels, zero_division=0
     )
-    true_classes = sorted(set(true_labels))
+    auc = _roc_auc_per_class(true_labels, predictions)
+    defined_auc = [value for value in auc.values() if value is not None]
+    top_k = min(_TOP_K, len(predictions.classes))
     return ModelMetrics(
         accuracy=float(skm.accuracy_score(true_labels, predicted)),
         # Averaged over the classes in the test set: a class the model invents but that
@@ -115,12 +171,22 @@ def classification_metrics(true_labels: list[str], predicted: list[str]) -> Mode
                 true_labels, predicted, labels=true_classes, average="macro", zero_division=0
             )
         ),
+        weighted_f1=float(
+            skm.f1_score(
+                true_labels, predicted, labels=true_classes, average="weighted", zero_division=0
+            )
+        ),
+        top_k_accuracy=_top_k_accuracy(true_labels, predictions, top_k),
+        top_k=top_k,
+        roc_auc_macro=float(np.mean(defined_auc)) if defined_auc else None,
+        expected_calibration_error=expected_calibration_error(true_labels, predictions),
         per_class={
             label: {
                 "precision": float(p),
                 "recall": float(r),
                 "f1": float(f),
                 "support": int(s),
+                "roc_auc": auc.get(label),
             }
             for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
         },
@@ -130,68 +196,162 @@ def classification_metrics(true_labels: list[str], predicted: list[str]) -> Mode
     )
 
 
+def expected_calibration_error(true_labels: list[str], predictions: Predictions) -> float:
+    """How far the top score is from the chance of being right, averaged over score bins."""
+    confidence = predictions.scores.max(axis=1)
+    correct = np.array(predictions.labels) == np.array(true_labels)
+    bins = np.minimum((confidence * _CALIBRATION_BINS).astype(int), _CALIBRATION_BINS - 1)
+    error = 0.0
+    for index in np.unique(bins):
+        members = bins == index
+        error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(error)
+
+
 def blessing_checks(
-    candidate: ModelMetrics,
-    baseline: ModelMetrics | None,
-    min_accuracy: float,
-    max_regression: float,
+    candidate: ModelMetrics, baseline: ModelMetrics | None, rules: BlessingRules
 ) -> list[dict]:
+    """Every rule with its numbers: a floor on accuracy and macro F1 always; with a baseline,
+    no regression of the chosen metric and no class whose recall drops too far."""
     checks = [
-        {
-            "rule": f"accuracy >= min_accuracy ({min_accuracy:g})",
-            "candidate": candidate.accuracy,
-            "threshold": min_accuracy,
-            "passed": candidate.accuracy >= min_accuracy,
-        }
+        _check(
+            f"accuracy >= min_accuracy ({rules.min_accuracy:g})",
+            candidate.accuracy,
+            rules.min_accuracy,
+        ),
+        _check(
+            f"macro F1 >= min_macro_f1 ({rules.min_macro_f1:g})",
+            candidate.macro_f1,
+            rules.min_macro_f1,
+        ),
     ]
-    if baseline is not None:
-        threshold = baseline.accuracy - max_regression
+    if baseline is None:
+        return checks
+    metric = rules.regression_metric
+    checks.append(
+        _check(
+            f"{metric} >= baseline {metric} - max_regression ({rules.max_regression:g})",
+            getattr(candidate, metric),
+            getattr(baseline, metric) - rules.max_regression,
+        )
+    )
+    drops = {
+        label: baseline.per_class[label]["recall"] - candidate.per_class[label]["recall"]
+        for label in baseline.per_class
+        if label in candidate.per_class and candidate.per_class[label]["support"] > 0
+    }
+    if drops:
+        worst = max(drops, key=drops.get)
         checks.append(
             {
-                "rule": f"accuracy >= baseline accuracy - max_regression ({max_regression:g})",
-                "candidate": candidate.accuracy,
-                "threshold": threshold,
-                "passed": candidate.accuracy >= threshold,
+                "rule": "no class recall drops by more than max_class_recall_drop "
+                f"({rules.max_class_recall_drop:g})",
+                "candidate": drops[worst],
+                "threshold": rules.max_class_recall_drop,
+                "passed": drops[worst] <= rules.max_class_recall_drop,
+                "detail": f"largest drop: {worst}, recall {baseline.per_class[worst]['recall']:.3f}"
+                f" -> {candidate.per_class[worst]['recall']:.3f}",
             }
         )
     return checks
 
 
-def write_outputs(evaluation: Evaluation, output_dir: str) -> None:
-    """``evaluation.json`` for machines and ``report.html`` for people."""
+def misclassified_grid(
+    images: list[bytes], true_labels: list[str], predicted: list[str]
+) -> list[dict]:
+    """Thumbnails (PNG data URIs) of the first misclassified test images, for the report."""
+    grid = []
+    for data, truth, guess in zip(images, true_labels, predicted, strict=True):
+        if truth == guess:
+            continue
+        with Image.open(io.BytesIO(data)) as image:
+            thumbnail = image.convert("RGB")
+            thumbnail.thumbnail((_THUMBNAIL, _THUMBNAIL))
+            buffer = io.BytesIO()
+            thumbnail.save(buffer, format="PNG")
+        grid.append(
+            {
+                "true": truth,
+                "predicted": guess,
+                "src": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(),
+            }
+        )
+        if len(grid) == _GRID_IMAGES:
+            break
+    return grid
+
+
+def write_outputs(evaluation: Evaluation, output_dir: str, misclassified: list[dict]) -> None:
+    """``evaluation.json`` for machines, ``report.html`` and ``summary.md`` for people."""
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "evaluation.json").write_text(evaluation.to_json())
-    (folder / "report.html").write_text(evaluation_html(evaluation))
+    (folder / "report.html").write_text(evaluation_html(evaluation, misclassified))
+    (folder / "summary.md").write_text(evaluation_markdown(evaluation))
 
 
-def evaluation_html(evaluation: Evaluation) -> str:
+def evaluation_markdown(evaluation: Evaluation) -> str:
+    candidate, baseline = evaluation.candidate, evaluation.baseline
+    verdict = "**Blessed**" if evaluation.blessed else "**Not blessed**"
+    against = (
+        f"against served version {evaluation.baseline_version}"
+        if baseline
+        else "with no served model to compare with"
+    )
+    lines = [
+        f"## Evaluation: {verdict}",
+        "",
+        f"{candidate.images} test images, {against}.",
+        "",
+        "| metric | candidate | baseline |",
+        "|---|---|---|",
+    ]
+    for name, key in _HEADLINE_METRICS:
+        value = getattr(candidate, key)
+        base = getattr(baseline, key) if baseline else None
+        lines.append(f"| {name} | {_number(value)} | {_number(base)} |")
+    lines += ["", "| rule | result |", "|---|---|"]
+    for check in evaluation.checks:
+        result = "pass" if check["passed"] else "**fail**"
+        detail = f" ({check['detail']})" if "detail" in check else ""
+        lines.append(f"| {check['rule']}{detail} | {result} |")
+    return "\n".join(lines) + "\n"
+
+
+_HEADLINE_METRICS = (
+    ("accuracy", "accuracy"),
+    ("macro F1", "macro_f1"),
+    ("weighted F1", "weighted_f1"),
+    ("top-k accuracy", "top_k_accuracy"),
+    ("ROC AUC (macro, one-vs-rest)", "roc_auc_macro"),
+    ("expected calibration error", "expected_calibration_error"),
+)
+
+
+def evaluation_html(evaluation: Evaluation, misclassified: list[dict]) -> str:
     candidate, baseline = evaluation.candidate, evaluation.baseline
     verdict = "blessed" if evaluation.blessed else "not blessed"
     compare = pd.DataFrame(
         {
-            "metric": ["accuracy", "macro F1", "test images"],
-            "candidate": [
-                f"{candidate.accuracy:.4f}",
-                f"{candidate.macro_f1:.4f}",
-                candidate.images,
-            ],
+            "metric": [name for name, _ in _HEADLINE_METRICS] + ["test images"],
+            "candidate": [_number(getattr(candidate, key)) for _, key in _HEADLINE_METRICS]
+            + [candidate.images],
             "baseline": (
-                [f"{baseline.accuracy:.4f}", f"{baseline.macro_f1:.4f}", baseline.images]
+                [_number(getattr(baseline, key)) for _, key in _HEADLINE_METRICS]
+                + [baseline.images]
                 if baseline
-                else ["-", "-", "-"]
+                else ["-"] * (len(_HEADLINE_METRICS) + 1)
             ),
         }
     )
     checks = "".join(
         f"<tr><td>{report.status(c['passed'])}</td><td>{html.escape(c['rule'])}</td>"
-        f"<td>{c['candidate']:.4f}</td><td>{c['threshold']:.4f}</td></tr>"
+        f"<td>{c['candidate']:.4f}</td><td>{c['threshold']:.4f}</td>"
+        f"<td>{html.escape(c.get('detail', ''))}</td></tr>"
         for c in evaluation.checks
     )
     per_class = pd.DataFrame(candidate.per_class).T.reset_index(names="class")
     per_class["support"] = per_class["support"].astype(int)
-    confusion = pd.DataFrame(candidate.confusion_matrix, columns=candidate.labels)
-    confusion.insert(0, "true \\ predicted", candidate.labels)
     baseline_note = (
         f"<p>Baseline: version {evaluation.baseline_version}.</p>"
         if baseline
@@ -204,13 +364,53 @@ def evaluation_html(evaluation: Evaluation) -> str:
             baseline_note,
             report.table(compare),
             "<h2>Blessing rules</h2><table><tr><th>result</th><th>rule</th><th>candidate</th>"
-            f"<th>threshold</th></tr>{checks}</table>",
+            f"<th>threshold</th><th>detail</th></tr>{checks}</table>",
             "<h2>Candidate per class</h2>",
             report.table(per_class.round(4)),
             "<h2>Candidate confusion matrix</h2>",
-            report.table(confusion),
+            report.confusion_heatmap(candidate.labels, candidate.confusion_matrix),
+            "<h2>Misclassified test images</h2>",
+            report.image_grid(misclassified),
         ],
     )
+
+
+def _check(rule: str, candidate: float, threshold: float) -> dict:
+    return {
+        "rule": rule,
+        "candidate": candidate,
+        "threshold": threshold,
+        "passed": candidate >= threshold,
+    }
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _top_k_accuracy(true_labels: list[str], predictions: Predictions, k: int) -> float:
+    column = {name: i for i, name in enumerate(predictions.classes)}
+    best = np.argsort(-predictions.scores, axis=1, kind="stable")[:, :k]
+    hits = [
+        label in column and column[label] in row
+        for label, row in zip(true_labels, best, strict=True)
+    ]
+    return float(np.mean(hits))
+
+
+def _roc_auc_per_class(true_labels: list[str], predictions: Predictions) -> dict[str, float]:
+    """One-vs-rest ROC AUC per class the model scores; None where the test split has no
+    positives or no negatives of the class."""
+    truth = np.array(true_labels)
+    auc = {}
+    for index, name in enumerate(predictions.classes):
+        positives = truth == name
+        auc[name] = (
+            float(skm.roc_auc_score(positives, predictions.scores[:, index]))
+            if 0 < positives.sum() < len(truth)
+            else None
+        )
+    return auc
 
 
 def _read_all(uris: list[str]) -> list[bytes]:

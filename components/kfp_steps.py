@@ -7,7 +7,17 @@ bodies and the step image must have this package installed (``containers/``). Lo
 """
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import (
+    HTML,
+    Artifact,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Model,
+    Output,
+)
 
 STEP_IMAGE = "ghcr.io/imgclf/imgclf:0.1.0"
 GPU_IMAGE = "ghcr.io/imgclf/imgclf-gpu:0.1.0"
@@ -159,9 +169,13 @@ def evaluate(
     serving_root: str,
     model_name: str,
     min_accuracy: float,
+    min_macro_f1: float,
     max_regression: float,
+    regression_metric: str,
+    max_class_recall_drop: float,
     evaluation: Output[Artifact],
     report: Output[HTML],
+    summary: Output[Markdown],
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
 ) -> bool:
@@ -173,20 +187,35 @@ def evaluate(
     import shutil
     from pathlib import Path
 
+    from components.evaluate import BlessingRules
     from components.evaluate import evaluate as evaluate_models
-    from components.evaluate import write_outputs
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = evaluate_models(
-        model.path, validated_manifest.path, serving_root, model_name, min_accuracy, max_regression
+    rules = BlessingRules(
+        min_accuracy, min_macro_f1, max_regression, regression_metric, max_class_recall_drop
     )
-    write_outputs(result, evaluation.path)
+    result = evaluate_models(
+        model.path,
+        validated_manifest.path,
+        serving_root,
+        model_name,
+        rules,
+        output_dir=evaluation.path,
+    )
     shutil.copyfile(Path(evaluation.path) / "report.html", report.path)
-    metrics.log_metric("accuracy", result.candidate.accuracy)
-    metrics.log_metric("macro_f1", result.candidate.macro_f1)
-    if result.baseline is not None:
-        metrics.log_metric("baseline_accuracy", result.baseline.accuracy)
-        metrics.log_metric("baseline_macro_f1", result.baseline.macro_f1)
+    shutil.copyfile(Path(evaluation.path) / "summary.md", summary.path)
+    for prefix, scored in (("", result.candidate), ("baseline_", result.baseline)):
+        for name in (
+            "accuracy",
+            "macro_f1",
+            "weighted_f1",
+            "top_k_accuracy",
+            "roc_auc_macro",
+            "expected_calibration_error",
+        ):
+            value = getattr(scored, name) if scored else None
+            if value is not None:
+                metrics.log_metric(prefix + name, value)
     metrics.log_metric("blessed", int(result.blessed))
     confusion.log_confusion_matrix(result.candidate.labels, result.candidate.confusion_matrix)
     evaluation.metadata["blessed"] = result.blessed

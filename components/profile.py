@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from components import storage
+
 PROFILE_FILE = "data_profile.json"
 
 
@@ -61,6 +63,7 @@ def write(profile: dict, folder: str | Path) -> Path:
     return path
 
 
-def read(folder: str | Path) -> dict | None:
-    path = Path(folder) / PROFILE_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+def read(folder: str) -> dict | None:
+    """The profile in ``folder`` (a local path or a ``gs://`` URI), or None."""
+    uri = storage.join(str(folder), PROFILE_FILE)
+    return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else None

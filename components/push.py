@@ -32,7 +32,8 @@ def push(model_dir: str, serving_root: str, model_name: str, manifest_dir: str) 
 
     The copy, with ``assets.extra/tf_serving_warmup_requests`` built from a few of the
     manifest's images and the data profile validate wrote beside the manifest, is assembled in
-    a hidden staging folder and renamed into place.
+    a staging folder and published so that TF Serving never loads it half-written (see
+    :mod:`components.serving_layout`). ``serving_root`` may be a local path or ``gs://``.
     """
     if not serving.is_saved_model(model_dir):
         raise FileNotFoundError(f"{model_dir} is not a SavedModel (no saved_model.pb).")

@@ -42,6 +42,38 @@ def status(passed: bool, severity: str = "error") -> str:
     return f"<span class='{css}'>{'FAIL' if severity == 'error' else 'warning'}</span>"
 
 
+def confusion_heatmap(labels: list[str], matrix: list[list[int]]) -> str:
+    """The confusion matrix as a table whose cells darken with their share of the true row."""
+    header = "".join(f"<th>{html.escape(label)}</th>" for label in labels)
+    rows = []
+    for label, counts in zip(labels, matrix, strict=True):
+        total = max(sum(counts), 1)
+        cells = []
+        for count in counts:
+            share = count / total
+            text = "#222" if share < 0.5 else "#fff"
+            cells.append(
+                f"<td style='background: rgba(76, 120, 168, {share:.3f}); color: {text}; "
+                f"text-align: right'>{count}</td>"
+            )
+        rows.append(f"<tr><th>{html.escape(label)}</th>{''.join(cells)}</tr>")
+    return f"<table><tr><th>true \\ predicted</th>{header}</tr>{''.join(rows)}</table>"
+
+
+def image_grid(items: list[dict]) -> str:
+    """Thumbnails with their true and predicted labels; ``src`` must be a data URI."""
+    if not items:
+        return "<p>None.</p>"
+    cells = "".join(
+        "<figure style='display:inline-block; margin:4px; text-align:center; font-size:11px'>"
+        f"<img src='{item['src']}' alt='' style='display:block; margin:auto'>"
+        f"<figcaption>true: {html.escape(item['true'])}<br>"
+        f"predicted: {html.escape(item['predicted'])}</figcaption></figure>"
+        for item in items
+    )
+    return f"<div>{cells}</div>"
+
+
 _SPLIT_COLOURS = {"train": "#4c78a8", "validation": "#f58518", "test": "#54a24b"}
 
 

@@ -1,45 +1,60 @@
 """TF Serving's model layout: ``<serving_root>/<model_name>/<version>/`` with integer versions.
 
-TF Serving serves the highest integer version it finds and ignores other names, so a version is
-assembled under a hidden name and renamed into place: a watcher polling the root never sees it
-half-written.
+TF Serving serves the highest integer version it finds and ignores other names. On a local or
+mounted path a version is assembled under a hidden name and renamed into place, so a watcher
+polling the root never sees it half-written. GCS has no rename: a version number is claimed
+with an object created under a precondition (``.claims/<version>``, which TF Serving ignores),
+and the files are uploaded with ``saved_model.pb`` last, so a version is loadable only once it
+is whole; :func:`latest_version` skips versions without it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from components import storage
 
+SAVED_MODEL_FILE = "saved_model.pb"
+_CLAIMS = ".claims"
+
 
 def list_versions(serving_root: str, model_name: str) -> list[int]:
-    if storage.is_gcs(serving_root):
-        raise NotImplementedError(
-            "gs:// serving roots are not supported yet; push to a local or mounted path."
-        )
-    model_root = Path(serving_root) / model_name
-    if not model_root.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_root.iterdir() if p.name.isdigit() and p.is_dir())
+    """Every integer version folder, complete or not."""
+    names = storage.subfolders(storage.join(serving_root, model_name))
+    return sorted(int(name) for name in names if name.isdigit())
 
 
 def latest_version(serving_root: str, model_name: str) -> tuple[int, str] | None:
-    """The version TF Serving serves by default (the newest) and its path, or None."""
-    versions = list_versions(serving_root, model_name)
-    if not versions:
-        return None
-    return versions[-1], str(Path(serving_root) / model_name / str(versions[-1]))
+    """The newest complete version (what TF Serving serves) and its URI, or None."""
+    for version in reversed(list_versions(serving_root, model_name)):
+        uri = storage.join(serving_root, model_name, str(version))
+        if storage.exists(storage.join(uri, SAVED_MODEL_FILE)):
+            return version, uri
+    return None
+
+
+def staging_dir(serving_root: str, model_name: str) -> Path:
+    """Where to assemble a version: a hidden folder beside the versions (same filesystem, so
+    the final rename is atomic), or a local temporary folder for a GCS root."""
+    if storage.is_gcs(serving_root):
+        return Path(tempfile.mkdtemp(prefix="imgclf-staging-"))
+    path = Path(serving_root) / model_name / f".staging-{uuid.uuid4().hex}"
+    path.mkdir(parents=True)
+    return path
 
 
 def publish(staged_dir: str, serving_root: str, model_name: str) -> tuple[int, str]:
-    """Moves a fully written model folder into place as the next version.
+    """Makes a fully written model folder the next version; returns ``(version, uri)``.
 
-    ``staged_dir`` must be on the same filesystem as ``serving_root`` for the rename to be
-    atomic; :func:`staging_dir` gives such a place. Two publishers racing for one number both
-    succeed: the loser of the rename takes the next number.
+    Two publishers racing for one number both succeed: the loser takes the next number.
     """
+    if storage.is_gcs(serving_root):
+        return _publish_to_gcs(Path(staged_dir), serving_root, model_name)
     model_root = Path(serving_root) / model_name
     version = max(list_versions(serving_root, model_name), default=0) + 1
     while True:
@@ -55,12 +70,31 @@ def publish(staged_dir: str, serving_root: str, model_name: str) -> tuple[int, s
             version += 1
 
 
-def staging_dir(serving_root: str, model_name: str) -> Path:
-    """A hidden folder beside the versions, invisible to TF Serving until renamed."""
-    path = Path(serving_root) / model_name / f".staging-{uuid.uuid4().hex}"
-    path.mkdir(parents=True)
-    return path
-
-
 def discard(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def local_copy(model_uri: str) -> Iterator[str]:
+    """A local path to a served model: the path itself, or a temporary download from GCS."""
+    if not storage.is_gcs(model_uri):
+        yield model_uri
+        return
+    with tempfile.TemporaryDirectory(prefix="imgclf-model-") as folder:
+        yield str(storage.download_folder(model_uri, folder))
+
+
+def _publish_to_gcs(staged: Path, serving_root: str, model_name: str) -> tuple[int, str]:
+    version = max(list_versions(serving_root, model_name), default=0) + 1
+    while not storage.create_exclusively(
+        storage.join(serving_root, model_name, _CLAIMS, str(version))
+    ):
+        version += 1
+    target = storage.join(serving_root, model_name, str(version))
+    files = sorted(p for p in staged.rglob("*") if p.is_file())
+    # saved_model.pb last: until it lands, the version is not a loadable SavedModel.
+    files.sort(key=lambda p: p.relative_to(staged).as_posix() == SAVED_MODEL_FILE)
+    for path in files:
+        storage.upload_file(path, storage.join(target, path.relative_to(staged).as_posix()))
+    discard(staged)
+    return version, target

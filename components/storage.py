@@ -64,3 +64,49 @@ def is_dir(uri: str) -> bool:
         bucket, prefix = split_gcs_uri(uri.rstrip("/") + "/")
         return any(True for _ in gcs_client().list_blobs(bucket, prefix=prefix, max_results=1))
     return Path(uri).is_dir()
+
+
+def exists(uri: str) -> bool:
+    if is_gcs(uri):
+        bucket, blob = split_gcs_uri(uri)
+        return gcs_client().bucket(bucket).blob(blob).exists()
+    return Path(uri).exists()
+
+
+def subfolders(uri: str) -> list[str]:
+    """Names of the folders directly under ``uri`` (prefixes, on GCS)."""
+    if is_gcs(uri):
+        bucket, prefix = split_gcs_uri(uri.rstrip("/") + "/")
+        listing = gcs_client().list_blobs(bucket, prefix=prefix, delimiter="/")
+        for _ in listing:  # the prefixes are known once the pages are read
+            pass
+        return sorted(p[len(prefix) :].rstrip("/") for p in listing.prefixes)
+    folder = Path(uri)
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def upload_file(local_path: str | Path, uri: str) -> None:
+    bucket, blob = split_gcs_uri(uri)
+    gcs_client().bucket(bucket).blob(blob).upload_from_filename(str(local_path))
+
+
+def create_exclusively(uri: str) -> bool:
+    """Creates an empty object only if none exists (a GCS precondition); False if one did."""
+    from google.api_core.exceptions import PreconditionFailed
+
+    bucket, blob = split_gcs_uri(uri)
+    try:
+        gcs_client().bucket(bucket).blob(blob).upload_from_string(b"", if_generation_match=0)
+    except PreconditionFailed:
+        return False
+    return True
+
+
+def download_folder(uri: str, local_dir: str | Path) -> Path:
+    """Copies every object under ``uri`` into ``local_dir``, keeping relative paths."""
+    local_dir = Path(local_dir)
+    for relative in list_files(uri):
+        target = local_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(read_bytes(join(uri, relative)))
+    return local_dir

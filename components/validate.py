@@ -248,7 +248,7 @@ def served_profile(serving_root: str, model_name: str) -> tuple[int, dict] | Non
     served = serving_layout.latest_version(serving_root, model_name)
     if served is None:
         return None
-    stored = profile.read(Path(served[1]) / "assets.extra")
+    stored = profile.read(storage.join(served[1], "assets.extra"))
     return (served[0], stored) if stored else None
 
 

@@ -55,7 +55,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--min-side", type=int, default=16)
     run.add_argument("--min-images-per-class", type=int, default=5)
     run.add_argument("--min-accuracy", type=float, default=0.5)
-    run.add_argument("--max-regression", type=float, default=0.0)
+    run.add_argument("--min-macro-f1", type=float, default=0.0)
+    run.add_argument(
+        "--max-regression",
+        type=float,
+        default=0.0,
+        help="how much of --regression-metric the candidate may lose against the served model",
+    )
+    run.add_argument("--regression-metric", choices=("accuracy", "macro_f1"), default="accuracy")
+    run.add_argument(
+        "--max-class-recall-drop",
+        type=float,
+        default=0.1,
+        help="refuse a candidate that loses this much recall on any class",
+    )
     run.add_argument("--max-invalid-fraction", type=float, default=0.05)
     run.add_argument(
         "--max-pixels",
@@ -121,6 +134,9 @@ def _run(args: argparse.Namespace) -> int:
         "min_images_per_class": args.min_images_per_class,
         "min_accuracy": args.min_accuracy,
         "max_regression": args.max_regression,
+        "min_macro_f1": args.min_macro_f1,
+        "regression_metric": args.regression_metric,
+        "max_class_recall_drop": args.max_class_recall_drop,
         "max_invalid_fraction": args.max_invalid_fraction,
         "max_pixels": args.max_pixels,
         "max_imbalance_ratio": args.max_imbalance_ratio,

@@ -40,7 +40,10 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
         learning_rate: float = 1e-3,
         augmentations: str = DEFAULT_AUGMENTATIONS,
         min_accuracy: float = 0.5,
+        min_macro_f1: float = 0.0,
         max_regression: float = 0.0,
+        regression_metric: str = "accuracy",
+        max_class_recall_drop: float = 0.1,
     ) -> dsl.Artifact:
         ingested = kfp_steps.ingest(
             data_uri=data_uri,
@@ -93,7 +96,10 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
             serving_root=serving_root,
             model_name=model_name,
             min_accuracy=min_accuracy,
+            min_macro_f1=min_macro_f1,
             max_regression=max_regression,
+            regression_metric=regression_metric,
+            max_class_recall_drop=max_class_recall_drop,
         )
         # The baseline is whatever is served now: never reuse a cached verdict.
         evaluated.set_caching_options(False).set_container_image(step_image)

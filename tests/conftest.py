@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +103,26 @@ def trained_model(tmp_path_factory, prepared) -> str:
     )
     train(prepared["examples"], prepared["transform"], model_dir, config)
     return model_dir
+
+
+@pytest.fixture
+def gcs_bucket(monkeypatch):
+    """An empty bucket ``photos`` on an in-memory emulator; yields a google-cloud-storage
+    bucket handle."""
+    from gcp_storage_emulator.server import create_server
+    from google.cloud import storage as gcs
+
+    from components import storage
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    server = create_server("localhost", port, in_memory=True, default_bucket="photos")
+    server.start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://localhost:{port}")
+    storage.gcs_client.cache_clear()
+    try:
+        yield gcs.Client().bucket("photos")
+    finally:
+        storage.gcs_client.cache_clear()
+        server.stop()

@@ -1,74 +1,125 @@
 import json
 
+import numpy as np
 import pytest
 
 from components import manifest
 from components.evaluate import (
+    BlessingRules,
+    Predictions,
     blessing_checks,
     classification_metrics,
     evaluate,
-    write_outputs,
+    expected_calibration_error,
 )
 from components.push import push
+
+CLASSES = ["cat", "dog", "owl"]
+
+
+def _predictions(scores) -> Predictions:
+    scores = np.array(scores, dtype=float)
+    return Predictions([CLASSES[i] for i in scores.argmax(axis=1)], scores, CLASSES)
+
+
+def _one_hot(predicted, confidence=0.8):
+    rest = (1 - confidence) / 2
+    return _predictions([[confidence if c == p else rest for c in CLASSES] for p in predicted])
 
 
 def test_classification_metrics_on_known_predictions():
     truth = ["cat", "cat", "cat", "dog", "dog", "owl"]
-    predicted = ["cat", "cat", "dog", "dog", "dog", "cat"]
-    metrics = classification_metrics(truth, predicted)
+    metrics = classification_metrics(truth, _one_hot(["cat", "cat", "dog", "dog", "dog", "cat"]))
     assert metrics.accuracy == pytest.approx(4 / 6)
-    assert metrics.labels == ["cat", "dog", "owl"]
+    assert metrics.labels == CLASSES
     assert metrics.confusion_matrix == [[2, 1, 0], [0, 2, 0], [1, 0, 0]]
     assert metrics.per_class["cat"]["precision"] == pytest.approx(2 / 3)
-    assert metrics.per_class["cat"]["recall"] == pytest.approx(2 / 3)
     assert metrics.per_class["owl"]["recall"] == 0
-    # cat F1 2/3, dog F1 0.8, owl 0
+    # F1: cat 2/3, dog 0.8, owl 0; weighted by support 3, 2, 1
     assert metrics.macro_f1 == pytest.approx((2 / 3 + 0.8 + 0) / 3)
+    assert metrics.weighted_f1 == pytest.approx((3 * 2 / 3 + 2 * 0.8) / 6)
+    assert metrics.top_k == 3 and metrics.top_k_accuracy == 1.0
 
 
-def test_blessing_without_baseline_uses_the_floor_only():
-    candidate = classification_metrics(["a", "b"], ["a", "a"])
-    assert [c["passed"] for c in blessing_checks(candidate, None, 0.5, 0.0)] == [True]
-    assert [c["passed"] for c in blessing_checks(candidate, None, 0.6, 0.0)] == [False]
+def test_top_k_auc_and_calibration():
+    truth = ["cat", "dog", "owl", "owl"]
+    scores = [[0.6, 0.3, 0.1], [0.5, 0.4, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8]]
+    metrics = classification_metrics(truth, _predictions(scores))
+    assert metrics.accuracy == 0.5
+    # Only 3 classes, so top-3 is certain; AUC of "cat" from its column: positives 0.6 vs
+    # negatives 0.5, 0.2, 0.1, all lower.
+    assert metrics.per_class["cat"]["roc_auc"] == 1.0
+    assert metrics.per_class["owl"]["roc_auc"] == 0.75  # ties with negatives count half
+    ece = expected_calibration_error(truth, _predictions(scores))
+    # bins: 0.6 right, 0.5 wrong, 0.7 wrong, 0.8 right -> |1-.6|+|0-.5|+|0-.7|+|1-.8| over 4
+    assert ece == pytest.approx((0.4 + 0.5 + 0.7 + 0.2) / 4)
 
 
-def test_blessing_refuses_a_regression_beyond_the_allowance():
-    baseline = classification_metrics(["a", "b", "a", "b"], ["a", "b", "a", "a"])  # 0.75
-    candidate = classification_metrics(["a", "b", "a", "b"], ["a", "a", "a", "a"])  # 0.5
-    checks = blessing_checks(candidate, baseline, 0.1, 0.2)
-    assert checks[1]["threshold"] == pytest.approx(0.55)
+def test_blessing_without_baseline_uses_the_floors_only():
+    candidate = classification_metrics(["cat", "dog"], _one_hot(["cat", "cat"]))
+    checks = blessing_checks(candidate, None, BlessingRules(min_accuracy=0.5))
+    assert [c["passed"] for c in checks] == [True, True]
+    checks = blessing_checks(candidate, None, BlessingRules(min_accuracy=0.5, min_macro_f1=0.5))
     assert [c["passed"] for c in checks] == [True, False]
-    assert all(c["passed"] for c in blessing_checks(candidate, baseline, 0.1, 0.25))
+
+
+def test_blessing_refuses_a_regression_of_the_chosen_metric():
+    truth = ["cat", "dog", "cat", "dog"]
+    baseline = classification_metrics(truth, _one_hot(["cat", "dog", "cat", "cat"]))  # 0.75
+    candidate = classification_metrics(truth, _one_hot(["cat", "cat", "cat", "cat"]))  # 0.5
+    rules = BlessingRules(min_accuracy=0.1, max_regression=0.2, max_class_recall_drop=1)
+    checks = blessing_checks(candidate, baseline, rules)
+    assert checks[2]["threshold"] == pytest.approx(0.55)
+    assert [c["passed"] for c in checks] == [True, True, False, True]
+    rules.max_regression = 0.25
+    assert all(c["passed"] for c in blessing_checks(candidate, baseline, rules))
+
+
+def test_a_class_regression_hidden_by_flat_accuracy_is_refused():
+    truth = ["cat"] * 4 + ["dog"] * 4 + ["owl"] * 2
+    baseline = classification_metrics(
+        truth, _one_hot(["cat"] * 4 + ["dog", "dog", "cat", "cat"] + ["owl", "owl"])
+    )
+    candidate = classification_metrics(truth, _one_hot(["cat"] * 4 + ["dog"] * 4 + ["cat", "dog"]))
+    assert candidate.accuracy == baseline.accuracy == 0.8
+    checks = blessing_checks(candidate, baseline, BlessingRules(min_accuracy=0.5))
+    recall = checks[-1]
+    assert not recall["passed"]
+    assert recall["candidate"] == pytest.approx(1.0)
+    assert recall["detail"] == "largest drop: owl, recall 1.000 -> 0.000"
+
+
+def test_unknown_regression_metric_is_refused():
+    with pytest.raises(ValueError, match="regression_metric must be one of accuracy, macro_f1"):
+        BlessingRules(regression_metric="loss")
 
 
 def test_candidate_against_the_served_model(trained_model, prepared, tmp_path):
     serving_root = str(tmp_path / "serving")
-    first = evaluate(
-        trained_model, prepared["validated"], serving_root, "colours", min_accuracy=0.0
-    )
+    rules = BlessingRules(min_accuracy=0.0)
+    first = evaluate(trained_model, prepared["validated"], serving_root, "colours", rules)
     test_images = manifest.counts_by_split(manifest.read(prepared["validated"]))["test"]
     assert first.baseline is None and first.baseline_version is None
     assert first.candidate.images == test_images
-    assert first.blessed and len(first.checks) == 1
+    assert first.blessed and len(first.checks) == 2
 
     push(trained_model, serving_root, "colours", prepared["validated"])
+    out = tmp_path / "out"
     second = evaluate(
-        trained_model,
-        prepared["validated"],
-        serving_root,
-        "colours",
-        min_accuracy=0.0,
-        max_regression=0.0,
+        trained_model, prepared["validated"], serving_root, "colours", rules, output_dir=str(out)
     )
     assert second.baseline_version == 1
     assert second.baseline.accuracy == second.candidate.accuracy
-    assert second.blessed and len(second.checks) == 2
+    assert second.blessed and len(second.checks) == 4
 
-    write_outputs(second, str(tmp_path / "out"))
-    saved = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    saved = json.loads((out / "evaluation.json").read_text())
     assert saved["baseline_version"] == 1 and saved["blessed"] is True
-    report = (tmp_path / "out" / "report.html").read_text()
+    report = (out / "report.html").read_text()
     assert "Evaluation: blessed" in report and "Baseline: version 1" in report
+    assert "rgba(76, 120, 168" in report  # the confusion heatmap
+    summary = (out / "summary.md").read_text()
+    assert summary.startswith("## Evaluation: **Blessed**")
+    assert "against served version 1" in summary
 
 
 def test_a_broken_baseline_does_not_block_a_fix(trained_model, prepared, tmp_path):
@@ -76,8 +127,25 @@ def test_a_broken_baseline_does_not_block_a_fix(trained_model, prepared, tmp_pat
     broken.mkdir(parents=True)
     (broken / "saved_model.pb").write_bytes(b"garbage")
     result = evaluate(
-        trained_model, prepared["validated"], str(tmp_path / "serving"), "colours", min_accuracy=0.0
+        trained_model,
+        prepared["validated"],
+        str(tmp_path / "serving"),
+        "colours",
+        BlessingRules(min_accuracy=0.0),
     )
     assert result.baseline is None and result.baseline_version == 3
-    assert "saved_model.pb" in result.baseline_error or "parse" in result.baseline_error.lower()
+    assert result.baseline_error
     assert result.blessed
+
+
+def test_the_baseline_can_be_served_from_a_bucket(trained_model, prepared, gcs_bucket):
+    push(trained_model, "gs://photos/serving", "colours", prepared["validated"])
+    result = evaluate(
+        trained_model,
+        prepared["validated"],
+        "gs://photos/serving",
+        "colours",
+        BlessingRules(min_accuracy=0.0),
+    )
+    assert result.baseline_version == 1 and result.baseline_error is None
+    assert result.baseline.accuracy == result.candidate.accuracy

@@ -175,7 +175,7 @@ def test_second_run_on_real_photos_is_judged_against_the_first(tmp_path):
     assert code == 0
     assert second["baseline"]["version"] == 1
     assert second["baseline"]["accuracy"] == pytest.approx(first["candidate"]["accuracy"])
-    assert len(second["blessing"]) == 2
+    assert len(second["blessing"]) == 4  # two floors, regression, per-class recall
     versions = sorted(p.name for p in (serving_dir / "clothing").iterdir())
     if second["blessed"]:
         assert second["pushed"]["version"] == 2 and versions == ["1", "2"]

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
+from conftest import CLASS_COLOURS, colour_image
 from tensorflow_serving.apis import prediction_log_pb2
 
 from components import serving, serving_layout
@@ -78,8 +79,38 @@ def test_a_failed_push_leaves_no_version(trained_model, tmp_path):
 
 def test_versions_ignore_what_tf_serving_ignores(tmp_path):
     model_root = tmp_path / "m"
-    for name in ("1", "10", "2", ".staging-x", "notes", "3.bak"):
+    for name in ("1", "10", "2", "11", ".staging-x", "notes", "3.bak"):
         (model_root / name).mkdir(parents=True)
-    assert serving_layout.list_versions(str(tmp_path), "m") == [1, 2, 10]
-    assert serving_layout.latest_version(str(tmp_path), "m")[0] == 10
+    for complete in ("1", "2", "10"):
+        (model_root / complete / "saved_model.pb").write_bytes(b"pb")
+    assert serving_layout.list_versions(str(tmp_path), "m") == [1, 2, 10, 11]
+    # 11 has no saved_model.pb: not a model TF Serving could load, so not the baseline.
+    assert serving_layout.latest_version(str(tmp_path), "m") == (10, str(model_root / "10"))
     assert serving_layout.latest_version(str(tmp_path), "absent") is None
+
+
+def test_pushes_to_a_bucket(trained_model, prepared, gcs_bucket):
+    root = "gs://photos/serving"
+    first = push(trained_model, root, "colours", prepared["validated"])
+    second = push(trained_model, root, "colours", prepared["validated"])
+    assert (first.version, second.version) == (1, 2)
+    assert second.path == "gs://photos/serving/colours/2"
+    names = {b.name for b in gcs_bucket.client.list_blobs("photos", prefix="serving/colours/2/")}
+    assert {
+        "serving/colours/2/saved_model.pb",
+        "serving/colours/2/assets.extra/tf_serving_warmup_requests",
+        "serving/colours/2/assets.extra/data_profile.json",
+    } <= names
+    assert serving_layout.latest_version(root, "colours") == (2, second.path)
+    with serving_layout.local_copy(second.path) as local:
+        image = colour_image(CLASS_COLOURS["red"], seed=5)
+        assert serving.ServedModel(local).predict([image])["scores"].shape == (1, 3)
+
+
+def test_a_half_uploaded_version_is_skipped_and_not_reused(trained_model, prepared, gcs_bucket):
+    root = "gs://photos/serving"
+    push(trained_model, root, "colours", prepared["validated"])
+    # A push killed before saved_model.pb, which goes last, was uploaded:
+    gcs_bucket.blob("serving/colours/2/variables/variables.index").upload_from_string(b"x")
+    assert serving_layout.latest_version(root, "colours")[0] == 1
+    assert push(trained_model, root, "colours", prepared["validated"]).version == 3

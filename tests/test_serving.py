@@ -95,3 +95,21 @@ def test_no_skew_between_the_tfrecords_and_the_serving_signature(prepared, tmp_p
     from_serving = serving.ServedModel(str(tmp_path / "m")).predict([raw[u] for u in uris])
     assert len(uris) == len(test_rows)
     np.testing.assert_allclose(from_serving["scores"], from_records, atol=1e-5)
+
+
+def test_grpc_predict_request_gives_the_same_answer_as_rest(served):
+    """A PredictRequest built with tensorflow-serving-api, decoded as TF Serving decodes it."""
+    from tensorflow_serving.apis import predict_pb2
+
+    images = [colour_image(colour, seed=903) for colour in CLASS_COLOURS.values()]
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "colours"
+    request.model_spec.signature_name = serving.SIGNATURE_NAME
+    request.inputs[serving.INPUT_KEY].CopyFrom(tf.make_tensor_proto(images, tf.string))
+    wire = predict_pb2.PredictRequest.FromString(request.SerializeToString())
+
+    from_grpc = served.predict(tf.make_ndarray(wire.inputs[serving.INPUT_KEY]).tolist())
+    body = json.dumps({"instances": [{"b64": base64.b64encode(i).decode()} for i in images]})
+    from_rest = served.predict(_decode_rest_instances(body))
+    np.testing.assert_allclose(from_grpc["scores"], from_rest["scores"], atol=1e-6)
+    assert from_grpc["label"].tolist() == from_rest["label"].tolist()

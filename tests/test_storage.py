@@ -1,7 +1,5 @@
 """gs:// paths against a real GCS emulator (gcp-storage-emulator) started by the test."""
 
-import socket
-
 import pandas as pd
 import pytest
 from conftest import write_colour_tree
@@ -9,27 +7,6 @@ from conftest import write_colour_tree
 from components import manifest, storage
 from components.ingest import ingest
 from components.validate import validate
-
-
-@pytest.fixture
-def gcs_bucket(monkeypatch):
-    """An empty bucket ``photos`` on an in-memory emulator; yields a google-cloud-storage
-    bucket handle."""
-    from gcp_storage_emulator.server import create_server
-    from google.cloud import storage as gcs
-
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        port = probe.getsockname()[1]
-    server = create_server("localhost", port, in_memory=True, default_bucket="photos")
-    server.start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://localhost:{port}")
-    storage.gcs_client.cache_clear()
-    try:
-        yield gcs.Client().bucket("photos")
-    finally:
-        storage.gcs_client.cache_clear()
-        server.stop()
 
 
 def _upload(tree, bucket, prefix):
