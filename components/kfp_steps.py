@@ -226,18 +226,22 @@ def evaluate(
 def push(
     model: Input[Model],
     validated_manifest: Input[Dataset],
+    evaluation: Input[Artifact],
     serving_root: str,
     model_name: str,
     pushed: Output[Artifact],
 ):
-    """Publishes the blessed model as the next TF Serving version."""
+    """Checks the blessed model loads and answers in a fresh process, then publishes it as
+    the next TF Serving version with its warmup requests, data profile and model card."""
     import json
     import logging
 
     from components.push import push as push_model
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = push_model(model.path, serving_root, model_name, validated_manifest.path)
+    result = push_model(
+        model.path, serving_root, model_name, validated_manifest.path, evaluation.path
+    )
     with open(pushed.path, "w") as file:
         json.dump(result.to_dict(), file)
     pushed.metadata.update(result.to_dict())

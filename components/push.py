@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from components import manifest, profile, serving, serving_layout, storage
+from components import infra_validation, manifest, profile, serving, serving_layout, storage
+from components.validate import VALIDATION_FILE
 
 log = logging.getLogger(__name__)
 
-WARMUP_FILE = "tf_serving_warmup_requests"
+MODEL_CARD_FILE = "model_card.json"
 _WARMUP_IMAGES = 4
 
 
@@ -27,7 +30,13 @@ class PushResult:
         return asdict(self)
 
 
-def push(model_dir: str, serving_root: str, model_name: str, manifest_dir: str) -> PushResult:
+def push(
+    model_dir: str,
+    serving_root: str,
+    model_name: str,
+    manifest_dir: str,
+    evaluation_dir: str | None = None,
+) -> PushResult:
     """Copies ``model_dir`` to ``<serving_root>/<model_name>/<next version>/``.
 
     The copy, with ``assets.extra/tf_serving_warmup_requests`` built from a few of the
@@ -40,18 +49,41 @@ def push(model_dir: str, serving_root: str, model_name: str, manifest_dir: str) 
     staged = serving_layout.staging_dir(serving_root, model_name)
     try:
         shutil.copytree(model_dir, staged, dirs_exist_ok=True)
-        write_warmup_requests(
-            staged / "assets.extra" / WARMUP_FILE, warmup_images(manifest_dir), model_name
-        )
+        extra = staged / "assets.extra"
+        write_warmup_requests(extra / serving.WARMUP_FILE, warmup_images(manifest_dir), model_name)
         # The next run's validate compares its data with this profile (drift).
         if (Path(manifest_dir) / profile.PROFILE_FILE).exists():
-            shutil.copy(Path(manifest_dir) / profile.PROFILE_FILE, staged / "assets.extra")
+            shutil.copy(Path(manifest_dir) / profile.PROFILE_FILE, extra)
+        card = model_card(model_name, manifest_dir, evaluation_dir, extra)
+        (extra / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2))
+        infra_validation.check_in_fresh_process(str(staged))
         version, path = serving_layout.publish(str(staged), serving_root, model_name)
     except BaseException:
         serving_layout.discard(staged)
         raise
     log.info("Pushed %s as version %d: %s", model_name, version, path)
     return PushResult(version=version, path=path)
+
+
+def model_card(model_name: str, manifest_dir: str, evaluation_dir: str | None, extra: Path) -> dict:
+    """What a person auditing a served version wants in one file: when, on what data, how
+    it was trained, how it scored and why it was blessed."""
+
+    def load(path: Path) -> dict | None:
+        return json.loads(path.read_text()) if path.exists() else None
+
+    evaluation = load(Path(evaluation_dir) / "evaluation.json") if evaluation_dir else None
+    return {
+        "model_name": model_name,
+        "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": load(Path(manifest_dir) / VALIDATION_FILE),
+        "training": load(extra / serving.TRAINING_FILE),
+        "evaluation": evaluation
+        and {
+            key: evaluation[key]
+            for key in ("candidate", "baseline", "baseline_version", "blessed", "checks")
+        },
+    }
 
 
 def warmup_images(manifest_dir: str, count: int = _WARMUP_IMAGES) -> list[bytes]:

@@ -23,6 +23,10 @@ INPUT_KEY = "image_bytes"
 SCORES_KEY = "scores"
 CLASSES_KEY = "classes"
 LABEL_KEY = "label"
+# TF Serving replays the PredictionLog records in this file before a version takes traffic.
+WARMUP_FILE = "tf_serving_warmup_requests"
+# How the model was trained, written by train beside the SavedModel for the model card.
+TRAINING_FILE = "training.json"
 
 
 def export(

@@ -12,10 +12,11 @@ with BatchNormalization learning normally.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import keras
@@ -116,6 +117,11 @@ def train(
         )
 
     serving.export(model, transform_dir, class_names, config.image_size, model_dir)
+    extra = Path(model_dir) / "assets.extra"
+    extra.mkdir(parents=True, exist_ok=True)
+    (extra / serving.TRAINING_FILE).write_text(
+        json.dumps({"config": asdict(config), **asdict(result)}, indent=2)
+    )
     log.info("Exported the serving SavedModel to %s", model_dir)
     return result
 

@@ -108,6 +108,7 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
             pushed = kfp_steps.push(
                 model=trained.outputs["model"],
                 validated_manifest=validated.outputs["validated_manifest"],
+                evaluation=evaluated.outputs["evaluation"],
                 serving_root=serving_root,
                 model_name=model_name,
             )

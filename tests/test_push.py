@@ -1,3 +1,4 @@
+import json
 import threading
 from pathlib import Path
 
@@ -6,8 +7,13 @@ import tensorflow as tf
 from conftest import CLASS_COLOURS, colour_image
 from tensorflow_serving.apis import prediction_log_pb2
 
-from components import serving, serving_layout
-from components.push import WARMUP_FILE, push
+from components import manifest, serving, serving_layout
+from components.infra_validation import InfraValidationError, check_servable
+from components.push import MODEL_CARD_FILE, push
+
+
+def manifest_counts(manifest_dir):
+    return manifest.counts_by_split(manifest.read(manifest_dir))
 
 
 def _visible_entries(serving_root, model_name):
@@ -29,7 +35,7 @@ def test_pushes_get_growing_versions_with_warmup_requests(trained_model, prepare
 
 def test_warmup_requests_replay_through_the_pushed_signature(trained_model, prepared, tmp_path):
     pushed = push(trained_model, str(tmp_path / "serving"), "colours", prepared["validated"])
-    warmup = Path(pushed.path) / "assets.extra" / WARMUP_FILE
+    warmup = Path(pushed.path) / "assets.extra" / serving.WARMUP_FILE
     model = serving.ServedModel(pushed.path)
     replayed = 0
     for record in tf.data.TFRecordDataset(str(warmup)):
@@ -114,3 +120,48 @@ def test_a_half_uploaded_version_is_skipped_and_not_reused(trained_model, prepar
     gcs_bucket.blob("serving/colours/2/variables/variables.index").upload_from_string(b"x")
     assert serving_layout.latest_version(root, "colours")[0] == 1
     assert push(trained_model, root, "colours", prepared["validated"]).version == 3
+
+
+def test_the_model_card_tells_the_story(trained_model, prepared, tmp_path):
+    evaluation_dir = tmp_path / "evaluation"
+    evaluation_dir.mkdir()
+    (evaluation_dir / "evaluation.json").write_text(
+        json.dumps(
+            {
+                "candidate": {"accuracy": 0.9},
+                "baseline": None,
+                "baseline_version": None,
+                "blessed": True,
+                "checks": [{"rule": "accuracy >= min_accuracy (0.5)", "passed": True}],
+            }
+        )
+    )
+    pushed = push(
+        trained_model,
+        str(tmp_path / "serving"),
+        "colours",
+        prepared["validated"],
+        str(evaluation_dir),
+    )
+    card = json.loads((Path(pushed.path) / "assets.extra" / MODEL_CARD_FILE).read_text())
+    assert card["model_name"] == "colours"
+    assert card["data"]["images"] == manifest_counts(prepared["validated"])
+    assert card["training"]["config"]["backbone"] == "mobilenet"
+    assert sorted(card["training"]["class_names"]) == sorted(CLASS_COLOURS)
+    assert card["evaluation"]["blessed"] is True
+    assert card["pushed_at"].endswith("+00:00")
+
+
+def test_a_model_that_would_not_serve_is_not_pushed(prepared, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    root = tmp_path / "serving"
+    with pytest.raises(InfraValidationError, match="failed infra validation"):
+        push(str(broken), str(root), "colours", prepared["validated"])
+    assert _visible_entries(root, "colours") == []
+
+
+def test_infra_validation_replays_warmup_and_refuses_junk(trained_model, prepared, tmp_path):
+    pushed = push(trained_model, str(tmp_path / "serving"), "colours", prepared["validated"])
+    assert check_servable(pushed.path) == 2
