@@ -1,0 +1,81 @@
+"""The reports as a person sees them: rendered by headless Chromium."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components import report
+from components.evaluate import (
+    BlessingRules,
+    Evaluation,
+    Predictions,
+    blessing_checks,
+    classification_metrics,
+    evaluation_html,
+)
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+
+
+def _evaluation() -> Evaluation:
+    classes = ["boot", "hat", "scarf"]
+    rng = np.random.default_rng(0)
+    truth = [classes[i] for i in rng.integers(0, 3, 60)]
+    scores = rng.dirichlet([1, 1, 1], 60) + np.array(
+        [[0.8 * (c == t) for c in classes] for t in truth]
+    )
+    scores /= scores.sum(axis=1, keepdims=True)
+    predicted = Predictions([classes[i] for i in scores.argmax(axis=1)], scores, classes)
+    candidate = classification_metrics(truth, predicted)
+    checks = blessing_checks(candidate, None, BlessingRules())
+    return Evaluation(candidate, None, None, all(c["passed"] for c in checks), checks)
+
+
+def _screenshot(html_path, png_path):
+    completed = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--user-data-dir={png_path.parent / 'chromium-profile'}",
+            "--window-size=1000,1400",
+            f"--screenshot={png_path}",
+            f"file://{html_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return completed.stderr
+
+
+def test_confusion_heatmap_shades_by_row_share():
+    html = report.confusion_heatmap(["a", "b"], [[3, 1], [0, 4]])
+    assert "rgba(76, 120, 168, 0.750)" in html and "rgba(76, 120, 168, 1.000)" in html
+    assert "rgba(76, 120, 168, 0.000)" in html
+
+
+@needs_chromium
+def test_the_evaluation_report_renders_with_its_confusion_matrix(tmp_path):
+    html_path = tmp_path / "report.html"
+    html_path.write_text(evaluation_html(_evaluation(), []))
+    png_path = tmp_path / "report.png"
+    console = _screenshot(html_path, png_path)
+
+    assert "Uncaught" not in console and "CONSOLE" not in console
+    pixels = np.asarray(Image.open(png_path).convert("RGB")).astype(int)
+    assert pixels.std() > 20, "the screenshot is blank"
+    heatmap_blue = (abs(pixels - [76, 120, 168]).sum(axis=2) < 40).sum()
+    assert heatmap_blue > 500, "no confusion-matrix heatmap in the rendering"
