@@ -229,6 +229,7 @@ def push(
     evaluation: Input[Artifact],
     serving_root: str,
     model_name: str,
+    keep_versions: int,
     pushed: Output[Artifact],
 ):
     """Checks the blessed model loads and answers in a fresh process, then publishes it as
@@ -240,7 +241,12 @@ def push(
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = push_model(
-        model.path, serving_root, model_name, validated_manifest.path, evaluation.path
+        model.path,
+        serving_root,
+        model_name,
+        validated_manifest.path,
+        evaluation.path,
+        keep_versions,
     )
     with open(pushed.path, "w") as file:
         json.dump(result.to_dict(), file)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,6 +25,7 @@ _WARMUP_IMAGES = 4
 class PushResult:
     version: int
     path: str
+    removed_versions: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -36,6 +37,7 @@ def push(
     model_name: str,
     manifest_dir: str,
     evaluation_dir: str | None = None,
+    keep_versions: int = 0,
 ) -> PushResult:
     """Copies ``model_dir`` to ``<serving_root>/<model_name>/<next version>/``.
 
@@ -62,7 +64,10 @@ def push(
         serving_layout.discard(staged)
         raise
     log.info("Pushed %s as version %d: %s", model_name, version, path)
-    return PushResult(version=version, path=path)
+    removed = serving_layout.prune(serving_root, model_name, keep_versions)
+    if removed:
+        log.info("Removed versions %s, keeping the newest %d", removed, keep_versions)
+    return PushResult(version=version, path=path, removed_versions=removed)
 
 
 def model_card(model_name: str, manifest_dir: str, evaluation_dir: str | None, extra: Path) -> dict:

@@ -70,6 +70,26 @@ def publish(staged_dir: str, serving_root: str, model_name: str) -> tuple[int, s
             version += 1
 
 
+def prune(serving_root: str, model_name: str, keep: int) -> list[int]:
+    """Removes all but the newest ``keep`` versions (none when ``keep`` is 0); returns the
+    removed version numbers. A version stops being loadable before any other file goes:
+    renamed away locally, ``saved_model.pb`` deleted first on GCS."""
+    if keep <= 0:
+        return []
+    removed = list_versions(serving_root, model_name)[:-keep]
+    for version in removed:
+        uri = storage.join(serving_root, model_name, str(version))
+        if storage.is_gcs(uri):
+            storage.delete(storage.join(uri, SAVED_MODEL_FILE))
+            for relative in storage.list_files(uri):
+                storage.delete(storage.join(uri, relative))
+        else:
+            retired = Path(serving_root) / model_name / f".retired-{version}-{uuid.uuid4().hex}"
+            Path(uri).rename(retired)
+            discard(retired)
+    return removed
+
+
 def discard(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 

@@ -110,3 +110,11 @@ def download_folder(uri: str, local_dir: str | Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(read_bytes(join(uri, relative)))
     return local_dir
+
+
+def delete(uri: str) -> None:
+    if is_gcs(uri):
+        bucket, blob = split_gcs_uri(uri)
+        gcs_client().bucket(bucket).blob(blob).delete()
+    else:
+        Path(uri).unlink()

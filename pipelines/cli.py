@@ -95,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
         default=0.5,
         help="fail when the label mix moved this far (total variation) from the served data",
     )
+    run.add_argument(
+        "--keep-versions",
+        type=int,
+        default=0,
+        help="after a push, keep only the newest N versions (0 keeps all)",
+    )
     run.add_argument("--summary-json", help="also write the run summary to this file")
     run.set_defaults(handler=_run)
 
@@ -137,6 +143,7 @@ def _run(args: argparse.Namespace) -> int:
         "min_macro_f1": args.min_macro_f1,
         "regression_metric": args.regression_metric,
         "max_class_recall_drop": args.max_class_recall_drop,
+        "keep_versions": args.keep_versions,
         "max_invalid_fraction": args.max_invalid_fraction,
         "max_pixels": args.max_pixels,
         "max_imbalance_ratio": args.max_imbalance_ratio,

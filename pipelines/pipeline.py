@@ -44,6 +44,7 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
         max_regression: float = 0.0,
         regression_metric: str = "accuracy",
         max_class_recall_drop: float = 0.1,
+        keep_versions: int = 0,
     ) -> dsl.Artifact:
         ingested = kfp_steps.ingest(
             data_uri=data_uri,
@@ -111,6 +112,7 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
                 evaluation=evaluated.outputs["evaluation"],
                 serving_root=serving_root,
                 model_name=model_name,
+                keep_versions=keep_versions,
             )
             pushed.set_caching_options(False).set_container_image(step_image)
         return evaluated.outputs["evaluation"]

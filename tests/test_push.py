@@ -165,3 +165,28 @@ def test_a_model_that_would_not_serve_is_not_pushed(prepared, tmp_path):
 def test_infra_validation_replays_warmup_and_refuses_junk(trained_model, prepared, tmp_path):
     pushed = push(trained_model, str(tmp_path / "serving"), "colours", prepared["validated"])
     assert check_servable(pushed.path) == 2
+
+
+def _publish_fake_versions(root, count):
+    for i in range(count):
+        staged = serving_layout.staging_dir(root, "m")
+        (staged / "saved_model.pb").write_text(str(i))
+        (staged / "variables").mkdir()
+        (staged / "variables" / "variables.index").write_text(str(i))
+        serving_layout.publish(str(staged), root, "m")
+
+
+def test_retention_keeps_the_newest_versions(tmp_path):
+    root = str(tmp_path / "serving")
+    _publish_fake_versions(root, 5)
+    assert serving_layout.prune(root, "m", keep=0) == []
+    assert serving_layout.prune(root, "m", keep=2) == [1, 2, 3]
+    assert _visible_entries(root, "m") == ["4", "5"]
+
+
+def test_retention_on_a_bucket(gcs_bucket):
+    root = "gs://photos/serving"
+    _publish_fake_versions(root, 3)
+    assert serving_layout.prune(root, "m", keep=1) == [1, 2]
+    assert serving_layout.list_versions(root, "m") == [3]
+    assert serving_layout.latest_version(root, "m")[0] == 3
