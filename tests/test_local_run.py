@@ -58,7 +58,11 @@ def test_sample_run_pushes_a_model_that_predicts(tmp_path, capsys):
     assert summary["baseline"] is None
     assert summary["candidate"]["accuracy"] >= 0.5, summary
     assert summary["blessed"] is True
-    assert summary["pushed"] == {"version": 1, "path": str(serving_dir / "imgclf" / "1")}
+    assert summary["pushed"] == {
+        "version": 1,
+        "path": str(serving_dir / "imgclf" / "1"),
+        "removed_versions": [],
+    }
     assert "imgclf run summary" in capsys.readouterr().out
     assert "Data validation" in Path(summary["validation_report"]).read_text()
     assert "Evaluation: blessed" in Path(summary["evaluation_report"]).read_text()
