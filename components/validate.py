@@ -482,6 +482,8 @@ def _observed(table: str, data: pd.DataFrame, outcome, min_images_per_class: int
         share = 100 * unexpected / max(total, 1)
         return f"{unexpected} of {total} files quarantined ({share:.1f}%)"
     if table == "train_classes":
+        if data.empty:
+            return "no usable images"
         short = data[data["train_images"] < min_images_per_class]
         if short.empty:
             fewest = data.loc[data["train_images"].idxmin()]

@@ -224,3 +224,12 @@ def test_drift_reads_the_profile_of_a_model_served_from_a_bucket(
     )
     assert result.drift_baseline_version == 1
     assert result.drift["label_tvd"] == 0.0
+
+
+def test_nothing_usable_fails_with_the_quarantine_rule(tmp_path):
+    for label in ("a", "b"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "data" / label / f"{i}.png").write_text("junk")
+    with pytest.raises(DataValidationError, match="found 6 of 6 files quarantined"):
+        _validate(tmp_path, _ingested(tmp_path, tmp_path / "data"))
