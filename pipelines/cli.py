@@ -101,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="after a push, keep only the newest N versions (0 keeps all)",
     )
+    run.add_argument(
+        "--beam-arg",
+        action="append",
+        metavar="ARG",
+        help="a Beam pipeline option for preprocess, repeatable (default --runner=DirectRunner)",
+    )
     run.add_argument("--summary-json", help="also write the run summary to this file")
     run.set_defaults(handler=_run)
 
@@ -144,6 +150,7 @@ def _run(args: argparse.Namespace) -> int:
         "regression_metric": args.regression_metric,
         "max_class_recall_drop": args.max_class_recall_drop,
         "keep_versions": args.keep_versions,
+        "beam_pipeline_args": args.beam_arg or ["--runner=DirectRunner"],
         "max_invalid_fraction": args.max_invalid_fraction,
         "max_pixels": args.max_pixels,
         "max_imbalance_ratio": args.max_imbalance_ratio,
