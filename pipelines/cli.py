@@ -105,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
         "--beam-arg",
         action="append",
         metavar="ARG",
-        help="a Beam pipeline option for preprocess, repeatable (default --runner=DirectRunner)",
+        help="a Beam pipeline option for preprocess, written --beam-arg=--option=value; "
+        "repeatable (default --runner=DirectRunner)",
     )
     run.add_argument("--summary-json", help="also write the run summary to this file")
     run.set_defaults(handler=_run)

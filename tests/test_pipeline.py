@@ -81,3 +81,14 @@ def test_the_yaml_loads_back_with_the_kfp_sdk(compiled):
     assert pipeline.name == "imgclf"
     assert "serving_root" in pipeline.component_spec.inputs
     assert pipeline.component_spec.inputs["data_uri"].default == "sample:digits"
+
+
+def test_beam_options_pass_through_the_cli():
+    args = cli._parser().parse_args(
+        [
+            "run",
+            "--beam-arg=--direct_running_mode=multi_processing",
+            "--beam-arg=--direct_num_workers=2",
+        ]
+    )
+    assert args.beam_arg == ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
