@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image
 from sklearn import metrics as skm
 
-from components import manifest, report, serving, serving_layout, storage
+from components import manifest, report, serving, serving_config, serving_layout, storage
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def evaluate(
     candidate = classification_metrics(true_labels, candidate_predictions)
 
     baseline = baseline_version = baseline_error = None
-    served = serving_layout.latest_version(serving_root, model_name)
+    served = serving_config.served_version(serving_root, model_name)
     if served is not None:
         baseline_version, baseline_dir = served
         log.info("Scoring the baseline, version %d at %s", baseline_version, baseline_dir)

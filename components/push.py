@@ -12,7 +12,15 @@ from pathlib import Path
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from components import infra_validation, manifest, profile, serving, serving_layout, storage
+from components import (
+    infra_validation,
+    manifest,
+    profile,
+    serving,
+    serving_config,
+    serving_layout,
+    storage,
+)
 from components.validate import VALIDATION_FILE
 
 log = logging.getLogger(__name__)
@@ -63,8 +71,20 @@ def push(
     except BaseException:
         serving_layout.discard(staged)
         raise
-    log.info("Pushed %s as version %d: %s", model_name, version, path)
-    removed = serving_layout.prune(serving_root, model_name, keep_versions)
+    state = serving_config.record_push(serving_root, model_name, version)
+    log.info(
+        "Pushed %s as version %d (%s): %s",
+        model_name,
+        version,
+        "canary beside pinned stable" if state.pinned else "stable",
+        path,
+    )
+    removed = serving_layout.prune(
+        serving_root,
+        model_name,
+        keep_versions,
+        frozenset(serving_config.protected_versions(serving_root, model_name)),
+    )
     if removed:
         log.info("Removed versions %s, keeping the newest %d", removed, keep_versions)
     return PushResult(version=version, path=path, removed_versions=removed)

@@ -70,13 +70,15 @@ def publish(staged_dir: str, serving_root: str, model_name: str) -> tuple[int, s
             version += 1
 
 
-def prune(serving_root: str, model_name: str, keep: int) -> list[int]:
-    """Removes all but the newest ``keep`` versions (none when ``keep`` is 0); returns the
-    removed version numbers. A version stops being loadable before any other file goes:
-    renamed away locally, ``saved_model.pb`` deleted first on GCS."""
+def prune(
+    serving_root: str, model_name: str, keep: int, protected: frozenset[int] = frozenset()
+) -> list[int]:
+    """Removes all but the newest ``keep`` versions and the ``protected`` ones (nothing when
+    ``keep`` is 0); returns the removed version numbers. A version stops being loadable before
+    any other file goes: renamed away locally, ``saved_model.pb`` deleted first on GCS."""
     if keep <= 0:
         return []
-    removed = list_versions(serving_root, model_name)[:-keep]
+    removed = [v for v in list_versions(serving_root, model_name)[:-keep] if v not in protected]
     for version in removed:
         uri = storage.join(serving_root, model_name, str(version))
         if storage.is_gcs(uri):

@@ -118,3 +118,16 @@ def delete(uri: str) -> None:
         gcs_client().bucket(bucket).blob(blob).delete()
     else:
         Path(uri).unlink()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Writes a whole file; readers see the old or the new content, never a part."""
+    if is_gcs(uri):
+        bucket, blob = split_gcs_uri(uri)
+        gcs_client().bucket(bucket).blob(blob).upload_from_string(data)
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial.write_bytes(data)
+    os.replace(partial, path)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from components import manifest, profile, report, serving_layout, storage
+from components import manifest, profile, report, serving_config, storage
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def served_profile(serving_root: str, model_name: str) -> tuple[int, dict] | Non
     """``(version, data profile)`` of the model being served, if it has one."""
     if not (serving_root and model_name):
         return None
-    served = serving_layout.latest_version(serving_root, model_name)
+    served = serving_config.served_version(serving_root, model_name)
     if served is None:
         return None
     stored = profile.read(storage.join(served[1], "assets.extra"))

@@ -121,7 +121,33 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True, help="a SavedModel folder (a version dir)")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.set_defaults(handler=_predict)
+    rollback = commands.add_parser(
+        "rollback", help="pin the version TF Serving serves as stable (models.config)"
+    )
+    rollback.add_argument("--serving-dir", required=True)
+    rollback.add_argument("--model-name", required=True)
+    rollback.add_argument("--to", type=int, required=True, metavar="VERSION")
+    rollback.set_defaults(handler=_rollback)
     return parser
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from components import serving_config
+
+    serving_dir = (
+        args.serving_dir if "://" in args.serving_dir else str(Path(args.serving_dir).resolve())
+    )
+    try:
+        serving_config.pin(serving_dir, args.model_name, args.to)
+    except ValueError as error:
+        print(f"imgclf rollback: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.model_name}: version {args.to} pinned as stable in "
+        f"{serving_dir}/{serving_config.CONFIG_FILE}; new pushes are served beside it as "
+        f"canary until one is pinned."
+    )
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

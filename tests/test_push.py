@@ -7,7 +7,7 @@ import tensorflow as tf
 from conftest import CLASS_COLOURS, colour_image
 from tensorflow_serving.apis import prediction_log_pb2
 
-from components import manifest, serving, serving_layout
+from components import manifest, serving, serving_config, serving_layout
 from components.infra_validation import InfraValidationError, check_servable
 from components.push import MODEL_CARD_FILE, push
 
@@ -31,6 +31,7 @@ def test_pushes_get_growing_versions_with_warmup_requests(trained_model, prepare
     assert serving.is_saved_model(second.path)
     assert (Path(second.path) / "assets.extra" / "data_profile.json").is_file()
     assert serving_layout.latest_version(root, "colours") == (2, second.path)
+    assert serving_config.read_state(root, "colours").stable == 2  # models.config follows
 
 
 def test_warmup_requests_replay_through_the_pushed_signature(trained_model, prepared, tmp_path):
