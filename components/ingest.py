@@ -2,8 +2,10 @@
 
 Sources: a class-per-folder tree (local or ``gs://``), optionally already split into
 ``train/``, ``val|validation|valid/`` and ``test/`` folders; a CSV (``uri,label[,split]``) or
-JSONL listing; or ``sample:digits`` (scikit-learn's bundled handwritten digits rendered as PNGs,
-so a first run needs no download).
+JSONL listing, where a ``labels`` column instead of ``label`` makes the dataset multi-label
+(several labels per image: ``a|b`` in a CSV cell, a list or ``a|b`` in JSONL); or
+``sample:digits`` (scikit-learn's bundled handwritten digits rendered as PNGs, so a first run
+needs no download).
 """
 
 from __future__ import annotations
@@ -66,13 +68,17 @@ def ingest(
     Image.MAX_IMAGE_PIXELS = None
     rows = _describe_all([uri for uri, _, _ in labelled])
     frame = pd.DataFrame(rows, columns=["uri", "sha256", "bytes", "width", "height", "format"])
-    frame["label"] = [label for _, label, _ in labelled]
+    labels = [label for _, label, _ in labelled]
+    if any(isinstance(label, list) for label in labels):
+        frame[manifest.LABELS_COLUMN] = [manifest.join_labels(label) for label in labels]
+    else:
+        frame["label"] = labels
     folder_splits = [split for _, _, split in labelled]
     if all(folder_splits):
         frame["split"] = folder_splits
     else:
         frame["split"] = hash_splits(frame, train_fraction, validation_fraction)
-    frame = frame[manifest.COLUMNS].sort_values("uri", ignore_index=True)
+    frame = frame[manifest.columns(frame)].sort_values("uri", ignore_index=True)
     manifest.write(frame, output_dir)
     log.info("Manifest: %s images per split", manifest.counts_by_split(frame))
     return frame
@@ -111,8 +117,9 @@ def is_listing(data_uri: str) -> bool:
     return data_uri.lower().endswith(LISTING_SUFFIXES)
 
 
-def read_listing(listing_uri: str) -> list[tuple[str, str, str | None]]:
-    """``(uri, label, split or None)`` from a CSV (``uri,label[,split]``) or JSONL file.
+def read_listing(listing_uri: str) -> list[tuple[str, str | list[str], str | None]]:
+    """``(uri, label, split or None)`` from a CSV (``uri,label[,split]``) or JSONL file; the
+    label is a list of labels where the listing has a ``labels`` column (multi-label).
 
     Relative URIs resolve against the listing's folder and may not leave it.
     """
@@ -123,33 +130,60 @@ def read_listing(listing_uri: str) -> list[tuple[str, str, str | None]]:
     else:
         records = list(csv.DictReader(io.StringIO(text)))
     name = listing_uri.rsplit("/", 1)[-1]
-    if records and "labels" in records[0] and "label" not in records[0]:
-        raise ValueError(
-            f"{name} has a 'labels' column: multi-label data is not supported yet; give one "
-            "class per image in a 'label' column."
-        )
+    if not records:
+        raise ValueError(f"{listing_uri} lists no images.")
+    multi_label = manifest.LABELS_COLUMN in records[0]
     base = listing_uri.rsplit("/", 1)[0]
     labelled = []
     # Line numbers as an editor shows them: a CSV's first record is on line 2.
     for number, record in enumerate(records, start=1 if is_jsonl else 2):
-        uri, label = str(record.get("uri") or "").strip(), str(record.get("label") or "").strip()
-        if not uri or not label:
-            raise ValueError(f"{name} line {number}: every row needs a uri and a label.")
+        where = f"{name} line {number}"
+        uri = str(record.get("uri") or "").strip()
+        label = _listed_labels(record, where) if multi_label else _listed_label(record, where)
+        if not uri:
+            raise ValueError(f"{where}: every row needs a uri.")
         split = str(record.get("split") or "").strip().lower() or None
         if split is not None and split not in SPLIT_FOLDERS:
-            raise ValueError(
-                f"{name} line {number}: split {split!r} is not one of train, validation, test."
-            )
-        labelled.append(
-            (_resolve(base, uri, f"{name} line {number}"), label, split and SPLIT_FOLDERS[split])
-        )
-    if not labelled:
-        raise ValueError(f"{listing_uri} lists no images.")
+            raise ValueError(f"{where}: split {split!r} is not one of train, validation, test.")
+        labelled.append((_resolve(base, uri, where), label, split and SPLIT_FOLDERS[split]))
     if len({split for _, _, split in labelled} - {None}) and any(
         split is None for _, _, split in labelled
     ):
         raise ValueError(f"{name}: give a split for every row or for none.")
     return labelled
+
+
+def _listed_label(record: dict, where: str) -> str:
+    if manifest.LABELS_COLUMN in record:
+        raise ValueError(
+            f"{where}: has 'labels' where earlier rows have 'label'; use one of the two."
+        )
+    label = str(record.get("label") or "").strip()
+    if not label:
+        raise ValueError(f"{where}: every row needs a label.")
+    return label
+
+
+def _listed_labels(record: dict, where: str) -> list[str]:
+    """A multi-label row's labels, from ``a|b`` or (JSONL) a list; at least one."""
+    if "label" in record:
+        raise ValueError(
+            f"{where}: has 'label' where earlier rows have 'labels'; use one of the two."
+        )
+    cell = record.get(manifest.LABELS_COLUMN)
+    if isinstance(cell, list):
+        labels = [str(label).strip() for label in cell]
+        if any(manifest.LABEL_SEPARATOR in label for label in labels):
+            raise ValueError(
+                f"{where}: a label may not contain {manifest.LABEL_SEPARATOR!r}, which "
+                "separates labels."
+            )
+    else:
+        labels = [label.strip() for label in str(cell or "").split(manifest.LABEL_SEPARATOR)]
+    labels = [label for label in labels if label]
+    if not labels:
+        raise ValueError(f"{where}: every row needs at least one label in 'labels'.")
+    return labels
 
 
 def _resolve(base: str, uri: str, where: str) -> str:
@@ -184,7 +218,7 @@ def hash_splits(
         "test": (1 + train_fraction + validation_fraction) / 2,
     }
     wanted = [s for s in manifest.SPLITS if s != "validation" or validation_fraction > 0]
-    for _, rows in frame.groupby("label", sort=True):
+    for _, rows in manifest.per_label(frame).groupby("label", sort=True):
         if len(rows) < 3:
             continue
         for missing in wanted:

@@ -1,7 +1,9 @@
 """The manifest: one row per image, the table every step after ingest reads.
 
 Stored as ``manifest.csv`` inside a manifest artifact folder, so that a step can put other files
-(a quarantine list, sample images) beside it.
+(a quarantine list, sample images) beside it. A multi-class manifest has a ``label`` column; a
+multi-label one has a ``labels`` column instead, each cell the image's labels joined by ``|``,
+so the task is written in the file itself and no step can mistake ``a|b`` for one class.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from pathlib import Path
 import pandas as pd
 
 COLUMNS = ["uri", "label", "split", "sha256", "bytes", "width", "height", "format"]
+LABELS_COLUMN = "labels"
+LABEL_SEPARATOR = "|"
 SPLITS = ("train", "validation", "test")
 MANIFEST_FILE = "manifest.csv"
 QUARANTINE_FILE = "quarantine.csv"
-QUARANTINE_COLUMNS = [*COLUMNS, "reason"]
 
 _DTYPES = {
     "uri": str,
     "label": str,
+    LABELS_COLUMN: str,
     "split": str,
     "sha256": str,
     "bytes": "int64",
@@ -52,3 +56,42 @@ def split_rows(frame: pd.DataFrame, split: str) -> pd.DataFrame:
 
 def counts_by_split(frame: pd.DataFrame) -> dict[str, int]:
     return {split: int((frame["split"] == split).sum()) for split in SPLITS}
+
+
+def is_multi_label(frame: pd.DataFrame) -> bool:
+    return LABELS_COLUMN in frame.columns
+
+
+def columns(frame: pd.DataFrame) -> list[str]:
+    """The manifest columns of ``frame``'s task, in file order."""
+    if not is_multi_label(frame):
+        return COLUMNS
+    return [LABELS_COLUMN if name == "label" else name for name in COLUMNS]
+
+
+def quarantine_columns(frame: pd.DataFrame) -> list[str]:
+    return [*columns(frame), "reason"]
+
+
+def label_column(frame: pd.DataFrame) -> str:
+    return LABELS_COLUMN if is_multi_label(frame) else "label"
+
+
+def label_sets(frame: pd.DataFrame) -> list[list[str]]:
+    """Each row's labels: one for a multi-class manifest, any number for a multi-label one."""
+    if not is_multi_label(frame):
+        return [[label] for label in frame["label"]]
+    return [cell.split(LABEL_SEPARATOR) if cell else [] for cell in frame[LABELS_COLUMN]]
+
+
+def join_labels(labels: list[str]) -> str:
+    """The ``labels`` cell of a multi-label row: sorted, without repeats."""
+    return LABEL_SEPARATOR.join(sorted(set(labels)))
+
+
+def per_label(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (image, label) with a ``label`` column, keeping ``frame``'s index, so
+    per-class counts read the same for both tasks."""
+    if not is_multi_label(frame):
+        return frame
+    return frame.assign(label=label_sets(frame)).explode("label").dropna(subset=["label"])

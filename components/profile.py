@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from components import storage
+from components import manifest, storage
 
 PROFILE_FILE = "data_profile.json"
 
@@ -20,7 +20,8 @@ PROFILE_FILE = "data_profile.json"
 def data_profile(kept: pd.DataFrame, brightness: pd.Series) -> dict:
     """``kept``: the validated manifest; ``brightness``: mean pixel value in [0, 1] per row."""
     shorter_side = kept[["width", "height"]].min(axis=1).astype(float)
-    shares = kept["label"].value_counts(normalize=True).sort_index()
+    # Multi-label: the share of each label among all the labels given.
+    shares = manifest.per_label(kept)["label"].value_counts(normalize=True).sort_index()
     return {
         "images": len(kept),
         "label_distribution": {label: float(share) for label, share in shares.items()},

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from components.manifest import SPLITS
+from components.manifest import SPLITS, label_column, per_label
 
 if TYPE_CHECKING:
     from components.validate import ValidationResult
@@ -126,7 +126,7 @@ def validation_html(result: ValidationResult, kept: pd.DataFrame, quarantined: p
         f"<th>observed</th><th>great-expectations</th></tr>{rows}</table>"
     )
     per_class = (
-        kept.pivot_table(
+        per_label(kept).pivot_table(
             index="label", columns="split", values="uri", aggfunc="count", fill_value=0
         )
         .reindex(columns=[s for s in SPLITS if s in set(kept["split"])])
@@ -146,7 +146,7 @@ def validation_html(result: ValidationResult, kept: pd.DataFrame, quarantined: p
         else "<h2>Drift</h2><p>No served model with a data profile to compare with.</p>"
     )
     quarantine = (
-        table(quarantined[["uri", "label", "split", "reason"]])
+        table(quarantined[["uri", label_column(quarantined), "split", "reason"]])
         if len(quarantined)
         else "<p>No file quarantined.</p>"
     )

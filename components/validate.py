@@ -143,9 +143,11 @@ def validate(
         drift_baseline_version=baseline[0] if baseline else None,
     )
 
-    manifest.write(kept[manifest.COLUMNS], output_dir)
+    manifest.write(kept[manifest.columns(kept)], output_dir)
     profile.write(current_profile, output_dir)
-    manifest.write(quarantined[manifest.QUARANTINE_COLUMNS], output_dir, manifest.QUARANTINE_FILE)
+    manifest.write(
+        quarantined[manifest.quarantine_columns(frame)], output_dir, manifest.QUARANTINE_FILE
+    )
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     Path(report_path).write_text(report.validation_html(result, kept, quarantined))
     (Path(output_dir) / VALIDATION_FILE).write_text(json.dumps(asdict(result), indent=2))
@@ -271,6 +273,7 @@ def run_suite(
     train_counts = _train_counts(kept)
     tables = {
         "files": frame.assign(usable=frame["quarantine_reason"] == ""),
+        "labels": manifest.per_label(kept)[["label"]],
         "images": kept.assign(min_side=kept[["width", "height"]].min(axis=1)),
         "train_classes": train_counts,
         "split_contents": valid.drop_duplicates(["sha256", "split"]),
@@ -299,7 +302,7 @@ def run_suite(
                 "",
             ),
         ],
-        "images": [
+        "labels": [
             (
                 gx.expectations.ExpectColumnUniqueValueCountToBeBetween(
                     column="label", min_value=2
@@ -314,6 +317,8 @@ def run_suite(
                 "labels are names without path separators or control characters",
                 "rename the classes named",
             ),
+        ],
+        "images": [
             (
                 gx.expectations.ExpectColumnValuesToBeBetween(
                     column="min_side", min_value=min_side
@@ -458,8 +463,9 @@ def _split_shares(kept: pd.DataFrame, splits: SplitFractions) -> pd.DataFrame:
 
 def _train_counts(kept: pd.DataFrame) -> pd.DataFrame:
     """Train images per class, including classes seen only in validation or test (zero)."""
-    train = kept[kept["split"] == "train"]["label"].value_counts()
-    labels = sorted(kept["label"].unique())
+    per_label = manifest.per_label(kept)
+    train = per_label[per_label["split"] == "train"]["label"].value_counts()
+    labels = sorted(per_label["label"].unique())
     return pd.DataFrame({"label": labels, "train_images": [int(train.get(c, 0)) for c in labels]})
 
 

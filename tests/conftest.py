@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import itertools
+import json
 import os
 import socket
 from pathlib import Path
@@ -56,6 +58,46 @@ def write_colour_tree(root: Path, per_class: int = 16, splits: tuple[str, ...] =
                 seed = class_index * 10_000 + split_index * 1_000 + i
                 (folder / f"{label}-{i:03d}.png").write_bytes(colour_image(colour, seed))
     return root
+
+
+# Each label of the multi-label set is a square of its colour in its own corner.
+LABEL_CORNERS = {"red": (0, 0), "green": (0, 1), "blue": (1, 0)}
+LABEL_SUBSETS = [
+    labels
+    for size in (1, 2, 3)
+    for labels in itertools.combinations(sorted(LABEL_CORNERS), size)
+]
+
+
+def squares_image(labels: tuple[str, ...], seed: int, size: int = 40) -> bytes:
+    """Grey noise with a square of each label's colour in that label's corner."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(128 + rng.normal(0, 20, (size, size, 3)), 0, 255)
+    half = size // 2
+    for label in labels:
+        row, column = LABEL_CORNERS[label]
+        top, left = row * half + 2, column * half + 2
+        pixels[top : top + half - 4, left : left + half - 4] = CLASS_COLOURS[label]
+    return encode_image(pixels.astype(np.uint8))
+
+
+def write_multi_label_set(root: Path, images: int = 70, listing: str = "labels.jsonl") -> Path:
+    """``images`` squares images cycling through every non-empty label set, listed in a
+    JSONL (labels as lists) or CSV (``a|b`` cells) file whose path is returned."""
+    folder = root / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(images):
+        labels = LABEL_SUBSETS[i % len(LABEL_SUBSETS)]
+        (folder / f"image-{i:03d}.png").write_bytes(squares_image(labels, seed=i))
+        rows.append((f"images/image-{i:03d}.png", labels))
+    path = root / listing
+    if listing.endswith(".jsonl"):
+        lines = [json.dumps({"uri": uri, "labels": list(labels)}) for uri, labels in rows]
+    else:
+        lines = ["uri,labels"] + [f"{uri},{'|'.join(labels)}" for uri, labels in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,14 @@ import re
 
 import pandas as pd
 import pytest
-from conftest import CLASS_COLOURS, colour_image, needs_clothing, write_colour_tree
+from conftest import (
+    CLASS_COLOURS,
+    LABEL_CORNERS,
+    colour_image,
+    needs_clothing,
+    write_colour_tree,
+    write_multi_label_set,
+)
 
 from components import manifest
 from components.ingest import SAMPLE_DIGITS, hash_split, ingest
@@ -162,8 +169,9 @@ def test_a_jsonl_listing_with_splits_and_absolute_paths(tmp_path):
     ("content", "message"),
     [
         ("uri,label\n../../etc/passwd,cats\n", "line 2: '../../etc/passwd' points outside"),
-        ("uri,labels\na.png,cat|dog\n", "multi-label data is not supported yet"),
-        ("uri,label\na.png,\n", "line 2: every row needs a uri and a label"),
+        ("uri,label\na.png,\n", "line 2: every row needs a label"),
+        ("uri,labels\na.png,cat|dog\nb.png, | \n", "line 3: every row needs at least one label"),
+        ("uri,label,labels\na.png,cat,cat|dog\n", "line 2: has 'label' where"),
         ("uri,label,split\na.png,cat,holdout\n", "split 'holdout' is not one of"),
         ("uri,label,split\na.png,cat,train\nb.png,dog,\n", "a split for every row or for none"),
     ],
@@ -180,3 +188,44 @@ def test_a_listing_naming_missing_files_says_which(tmp_path):
     (tree / "listing.csv").write_text("uri,label\nred/red-000.png,red\nred/gone.png,red\n")
     with pytest.raises(FileNotFoundError, match=r"1 of 2 files cannot be read: .*red/gone.png"):
         ingest(str(tree / "listing.csv"), str(tmp_path / "out"))
+
+
+def test_multi_label_listings_give_a_labels_column_with_every_label_in_every_split(tmp_path):
+    jsonl = ingest(str(write_multi_label_set(tmp_path / "a", images=40)), str(tmp_path / "ja"))
+    csv = ingest(
+        str(write_multi_label_set(tmp_path / "b", images=40, listing="labels.csv")),
+        str(tmp_path / "jb"),
+    )
+
+    assert list(jsonl.columns) == manifest.columns(jsonl)
+    assert manifest.is_multi_label(jsonl) and "label" not in jsonl.columns
+    assert jsonl.loc[jsonl["uri"].str.endswith("image-006.png"), "labels"].item() == (
+        "blue|green|red"
+    )
+    # The same files listed two ways give the same labels and splits.
+    columns = ["labels", "split", "sha256"]
+    pd.testing.assert_frame_equal(jsonl[columns], csv[columns])
+    per_label = manifest.per_label(jsonl)
+    assert set(per_label["label"]) == set(LABEL_CORNERS)
+    assert len(per_label) == sum(len(labels) for labels in manifest.label_sets(jsonl))
+    for _, rows in per_label.groupby("label"):
+        assert set(rows["split"]) == set(manifest.SPLITS)
+    reread = manifest.read(tmp_path / "ja")
+    pd.testing.assert_frame_equal(reread, jsonl, check_dtype=False)
+
+
+def test_multi_label_rows_drop_repeats_and_refuse_the_separator_inside_a_label(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=2)
+    listing = tree / "listing.jsonl"
+    listing.write_text(
+        json.dumps({"uri": "red/red-000.png", "labels": ["red", "warm", "red"]})
+        + "\n"
+        + json.dumps({"uri": "red/red-001.png", "labels": "warm | red"})
+        + "\n"
+    )
+    frame = ingest(str(listing), str(tmp_path / "out"))
+    assert frame["labels"].tolist() == ["red|warm", "red|warm"]
+
+    listing.write_text(json.dumps({"uri": "red/red-000.png", "labels": ["red|warm"]}) + "\n")
+    with pytest.raises(ValueError, match=re.escape("line 1: a label may not contain '|'")):
+        ingest(str(listing), str(tmp_path / "out"))

@@ -1,6 +1,13 @@
 import numpy as np
 import pytest
-from conftest import CLASS_COLOURS, colour_image, encode_image, write_colour_tree
+from conftest import (
+    CLASS_COLOURS,
+    colour_image,
+    encode_image,
+    squares_image,
+    write_colour_tree,
+    write_multi_label_set,
+)
 from hostile import ACCEPTED, QUARANTINED, SKIPPED, add_corpus
 
 from components import manifest
@@ -127,6 +134,37 @@ def test_labels_with_control_characters_fail(tmp_path):
     (tree / "green").rename(tree / "gr\x01een")
     with pytest.raises(DataValidationError, match=r"bad labels: 'gr\\x01een'"):
         _validate(tmp_path, _ingested(tmp_path, tree))
+
+
+def test_multi_label_data_is_counted_per_label(tmp_path):
+    listing = write_multi_label_set(tmp_path / "data", images=42)
+    (tmp_path / "data" / "images" / "broken.png").write_bytes(b"not a png")
+    with listing.open("a") as extra:
+        extra.write('{"uri": "images/broken.png", "labels": ["red", "blue"]}\n')
+
+    result = _validate(tmp_path, _ingested(tmp_path, listing))
+
+    assert result.quarantined == 1
+    kept = manifest.read(tmp_path / "validated")
+    assert manifest.is_multi_label(kept) and len(kept) == 42
+    quarantine = manifest.read(tmp_path / "validated", manifest.QUARANTINE_FILE)
+    assert quarantine["labels"].tolist() == ["blue|red"]
+    short = next(r for r in result.rules if "min_images_per_class" in r.rule)
+    train_images = (kept["split"] == "train").sum()
+    # Each label is on 4 of the 7 label sets, so it has more train images than a third.
+    assert short.passed and short.observed.startswith("fewest: ")
+    assert int(short.observed.split("(")[1].split(")")[0]) > train_images / 3
+    report = (tmp_path / "report.html").read_text()
+    assert "blue|red" in report and "<title>green train:" in report
+
+
+def test_a_multi_label_row_with_a_bad_label_fails(tmp_path):
+    listing = write_multi_label_set(tmp_path / "data", images=21)
+    (tmp_path / "data" / "images" / "odd.png").write_bytes(squares_image(("red",), seed=99))
+    with listing.open("a") as extra:
+        extra.write('{"uri": "images/odd.png", "labels": ["red", "a/b"]}\n')
+    with pytest.raises(DataValidationError, match=r"bad labels: 'a/b'"):
+        _validate(tmp_path, _ingested(tmp_path, listing))
 
 
 def test_every_supported_format_decodes_with_its_brightness(tmp_path):
