@@ -126,9 +126,8 @@ def validation_html(result: ValidationResult, kept: pd.DataFrame, quarantined: p
         f"<th>observed</th><th>great-expectations</th></tr>{rows}</table>"
     )
     per_class = (
-        per_label(kept).pivot_table(
-            index="label", columns="split", values="uri", aggfunc="count", fill_value=0
-        )
+        per_label(kept)
+        .pivot_table(index="label", columns="split", values="uri", aggfunc="count", fill_value=0)
         .reindex(columns=[s for s in SPLITS if s in set(kept["split"])])
         .reset_index()
         .rename_axis(columns=None)

@@ -63,9 +63,7 @@ def write_colour_tree(root: Path, per_class: int = 16, splits: tuple[str, ...] =
 # Each label of the multi-label set is a square of its colour in its own corner.
 LABEL_CORNERS = {"red": (0, 0), "green": (0, 1), "blue": (1, 0)}
 LABEL_SUBSETS = [
-    labels
-    for size in (1, 2, 3)
-    for labels in itertools.combinations(sorted(LABEL_CORNERS), size)
+    labels for size in (1, 2, 3) for labels in itertools.combinations(sorted(LABEL_CORNERS), size)
 ]
 
 
