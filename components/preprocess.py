@@ -25,12 +25,21 @@ log = logging.getLogger(__name__)
 
 IMAGE_BYTES_KEY = "image_bytes"
 LABEL_KEY = "label"
+LABELS_KEY = "labels"
 IMAGE_KEY = "image"
+# Multi-class records hold one vocabulary id per image; multi-label records a list of ids,
+# which training turns into a multi-hot vector (its length, the vocabulary size, is only
+# known after analysis, and a transform output needs a fixed shape).
 LABEL_ID_KEY = "label_id"
+LABEL_IDS_KEY = "label_ids"
 LABEL_VOCABULARY = "label"
 RAW_FEATURE_SPEC = {
     IMAGE_BYTES_KEY: tf.io.FixedLenFeature([], tf.string),
     LABEL_KEY: tf.io.FixedLenFeature([], tf.string),
+}
+MULTI_LABEL_RAW_FEATURE_SPEC = {
+    IMAGE_BYTES_KEY: tf.io.FixedLenFeature([], tf.string),
+    LABELS_KEY: tf.io.VarLenFeature(tf.string),
 }
 TFRECORD_SUFFIX = ".tfrecord.gz"
 _IMAGES_PER_SHARD = 1000
@@ -49,7 +58,7 @@ def decode_and_resize(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
-def make_preprocessing_fn(image_size: int):
+def make_preprocessing_fn(image_size: int, multi_label: bool = False):
     def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         # Images are stored as serialized uint8 tensors: already resized, read back with a
         # memory copy instead of a second decode.
@@ -58,10 +67,13 @@ def make_preprocessing_fn(image_size: int):
             inputs[IMAGE_BYTES_KEY],
             fn_output_signature=tf.string,
         )
-        label_ids = tft.compute_and_apply_vocabulary(
-            inputs[LABEL_KEY], vocab_filename=LABEL_VOCABULARY
+        label_key, label_id_key = (
+            (LABELS_KEY, LABEL_IDS_KEY) if multi_label else (LABEL_KEY, LABEL_ID_KEY)
         )
-        return {IMAGE_KEY: images, LABEL_ID_KEY: label_ids}
+        label_ids = tft.compute_and_apply_vocabulary(
+            inputs[label_key], vocab_filename=LABEL_VOCABULARY
+        )
+        return {IMAGE_KEY: images, label_id_key: label_ids}
 
     return preprocessing_fn
 
@@ -92,11 +104,20 @@ def preprocess(
     counts = manifest.counts_by_split(frame)
     if counts["train"] == 0:
         raise ValueError("The manifest has no train images; nothing to preprocess.")
+    multi_label = manifest.is_multi_label(frame)
     options = PipelineOptions(beam_pipeline_args or ["--runner=DirectRunner"])
     raw_metadata = dataset_metadata.DatasetMetadata(
-        schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC)
+        schema_utils.schema_from_feature_spec(
+            MULTI_LABEL_RAW_FEATURE_SPEC if multi_label else RAW_FEATURE_SPEC
+        )
     )
-    log.info("Preprocessing %s images per split at %dx%d", counts, image_size, image_size)
+    log.info(
+        "Preprocessing %s %s images per split at %dx%d",
+        counts,
+        "multi-label" if multi_label else "multi-class",
+        image_size,
+        image_size,
+    )
     with (
         tempfile.TemporaryDirectory() as temp_dir,
         beam.Pipeline(options=options) as pipeline,
@@ -109,7 +130,7 @@ def preprocess(
             raw["train"],
             raw_metadata,
         ) | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
-            make_preprocessing_fn(image_size)
+            make_preprocessing_fn(image_size, multi_label)
         )
         transformed = {"train": transformed_train}
         for split in raw.keys() - {"train"}:
@@ -135,13 +156,22 @@ def preprocess(
     return counts
 
 
+def is_multi_label(tft_output: tft.TFTransformOutput) -> bool:
+    """Whether the transform wrote multi-label records (a list of label ids per image)."""
+    return LABEL_IDS_KEY in tft_output.transformed_feature_spec()
+
+
 def split_file_pattern(examples_dir: str, split: str) -> str:
     return storage.join(examples_dir, split, f"part-*{TFRECORD_SUFFIX}")
 
 
 def _read_split(pipeline: beam.Pipeline, frame, split: str) -> beam.PCollection:
     rows = manifest.split_rows(frame, split)
-    pairs = list(zip(rows["uri"], rows["label"], strict=True))
+    if manifest.is_multi_label(frame):
+        label_key, labels = LABELS_KEY, manifest.label_sets(rows)
+    else:
+        label_key, labels = LABEL_KEY, rows["label"].tolist()
+    pairs = list(zip(rows["uri"], labels, strict=True))
     return (
         pipeline
         | f"List{split.title()}" >> beam.Create(pairs)
@@ -149,7 +179,7 @@ def _read_split(pipeline: beam.Pipeline, frame, split: str) -> beam.PCollection:
         | f"Spread{split.title()}" >> beam.Reshuffle()
         | f"Read{split.title()}"
         >> beam.MapTuple(
-            lambda uri, label: {IMAGE_BYTES_KEY: storage.read_bytes(uri), LABEL_KEY: label}
+            lambda uri, label: {IMAGE_BYTES_KEY: storage.read_bytes(uri), label_key: label}
         )
     )
 

@@ -145,6 +145,54 @@ def trained_model(tmp_path_factory, prepared) -> str:
     return model_dir
 
 
+@pytest.fixture(scope="session")
+def multi_label_prepared(tmp_path_factory) -> dict[str, str]:
+    """ingest -> validate -> preprocess on a JSONL listing of multi-label squares images."""
+    from components.ingest import ingest
+    from components.preprocess import preprocess
+    from components.validate import validate
+
+    work = tmp_path_factory.mktemp("multi-label")
+    listing = write_multi_label_set(work / "data", images=140)
+    paths = {name: str(work / name) for name in ("manifest", "validated", "examples", "transform")}
+    ingest(str(listing), paths["manifest"], train_fraction=0.6, validation_fraction=0.2)
+    validate(
+        paths["manifest"],
+        paths["validated"],
+        str(work / "report.html"),
+        min_side=16,
+        min_images_per_class=3,
+        train_fraction=0.6,
+        validation_fraction=0.2,
+    )
+    preprocess(paths["validated"], paths["examples"], paths["transform"], IMAGE_SIZE)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def multi_label_model(tmp_path_factory, multi_label_prepared) -> str:
+    """A real multi-label serving SavedModel trained on the squares images."""
+    from components.train import TrainConfig, train
+
+    model_dir = str(tmp_path_factory.mktemp("multi-label-model") / "saved_model")
+    config = TrainConfig(
+        backbone="mobilenet",
+        weights="none",
+        alpha=0.25,
+        image_size=IMAGE_SIZE,
+        # From scratch, validation only improves once BatchNormalization's statistics settle
+        # (around epoch 10 here); patience must outlast that.
+        epochs=16,
+        early_stopping_patience=8,
+        fine_tune_epochs=0,
+        batch_size=16,
+        learning_rate=0.003,
+        augmentations="none",
+    )
+    train(multi_label_prepared["examples"], multi_label_prepared["transform"], model_dir, config)
+    return model_dir
+
+
 @pytest.fixture
 def gcs_bucket(monkeypatch):
     """An empty bucket ``photos`` on an in-memory emulator; yields a google-cloud-storage

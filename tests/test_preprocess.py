@@ -3,13 +3,14 @@ import io
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
-from conftest import CLASS_COLOURS, IMAGE_SIZE, encode_image
+from conftest import CLASS_COLOURS, IMAGE_SIZE, LABEL_CORNERS, encode_image
 from PIL import Image
 
 from components import manifest, storage
 from components.preprocess import (
     IMAGE_KEY,
     LABEL_ID_KEY,
+    LABEL_IDS_KEY,
     LABEL_VOCABULARY,
     TFRECORD_SUFFIX,
     decode_and_resize,
@@ -40,6 +41,19 @@ def test_label_vocabulary_is_learned_from_train(prepared):
     output = tft.TFTransformOutput(prepared["transform"])
     vocabulary = [v.decode() for v in output.vocabulary_by_name(LABEL_VOCABULARY)]
     assert sorted(vocabulary) == sorted(CLASS_COLOURS)
+
+
+def test_multi_label_records_hold_each_images_label_ids(multi_label_prepared):
+    paths = multi_label_prepared
+    output = tft.TFTransformOutput(paths["transform"])
+    vocabulary = [v.decode() for v in output.vocabulary_by_name(LABEL_VOCABULARY)]
+    assert sorted(vocabulary) == sorted(LABEL_CORNERS)
+    frame = manifest.split_rows(manifest.read(paths["validated"]), "test")
+    records = _records(paths["examples"], "test", paths["transform"])
+    assert LABEL_ID_KEY not in records
+    label_ids = tf.sparse.to_dense(records[LABEL_IDS_KEY], default_value=-1).numpy()
+    stored = sorted(tuple(sorted(vocabulary[i] for i in row if i >= 0)) for row in label_ids)
+    assert stored == sorted(tuple(labels) for labels in manifest.label_sets(frame))
 
 
 def test_stored_images_are_the_decoded_files(prepared):
