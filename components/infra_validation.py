@@ -65,7 +65,10 @@ def check_in_fresh_process(model_dir: str, timeout_s: int = 300) -> None:
 
 
 def _check_outputs(outputs: dict, batch: int) -> None:
-    for key, (dtype, rank) in _EXPECTED_OUTPUTS.items():
+    expected = dict(_EXPECTED_OUTPUTS)
+    if serving.POSITIVES_KEY in outputs:
+        expected[serving.POSITIVES_KEY] = (tf.bool, 2)
+    for key, (dtype, rank) in expected.items():
         if key not in outputs:
             raise InfraValidationError(f"The signature has no {key!r} output.")
         value = outputs[key]

@@ -23,6 +23,8 @@ INPUT_KEY = "image_bytes"
 SCORES_KEY = "scores"
 CLASSES_KEY = "classes"
 LABEL_KEY = "label"
+# Multi-label models only: bool [None, C], whether each class is present at its threshold.
+POSITIVES_KEY = "positives"
 # TF Serving replays the PredictionLog records in this file before a version takes traffic.
 WARMUP_FILE = "tf_serving_warmup_requests"
 # How the model was trained, written by train beside the SavedModel for the model card.
@@ -35,8 +37,10 @@ def export(
     class_names: Sequence[str],
     image_size: int,
     export_dir: str,
+    thresholds: Sequence[float] | None = None,
 ) -> None:
-    """Writes the SavedModel with the ``serving_default`` signature of the serving contract."""
+    """Writes the SavedModel with the ``serving_default`` signature of the serving contract;
+    with per-class ``thresholds`` (multi-label), a ``positives`` output as well."""
     transform_layer = tft.TFTransformOutput(transform_dir).transform_features_layer()
     class_name_tensor = tf.constant(list(class_names))
 
@@ -44,11 +48,14 @@ def export(
         transformed = transform_layer({preprocess.IMAGE_BYTES_KEY: image_bytes})
         images = preprocess.parse_images(transformed[preprocess.IMAGE_KEY], image_size)
         scores = tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32)
-        return {
+        outputs = {
             SCORES_KEY: scores,
             CLASSES_KEY: tf.tile(class_name_tensor[tf.newaxis, :], [tf.shape(scores)[0], 1]),
             LABEL_KEY: tf.gather(class_name_tensor, tf.argmax(scores, axis=1)),
         }
+        if thresholds is not None:
+            outputs[POSITIVES_KEY] = scores >= tf.constant(list(thresholds), tf.float32)
+        return outputs
 
     # ExportArchive tracks every Keras variable the endpoint touches; the transform layer's
     # vocabulary tables and assets are tracked explicitly.

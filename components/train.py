@@ -8,6 +8,10 @@ the backbone with ``training=False`` is not enough in Keras 3, whose functional 
 outer ``training`` flag down to every layer.
 Without pretrained weights there is nothing to protect: the whole network trains from the start
 with BatchNormalization learning normally.
+
+Multi-label data (a list of labels per image) trains a sigmoid per class with binary
+cross-entropy; after training, each class gets the score threshold that maximises its F1 on the
+validation split, and the serving signature applies those thresholds.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
+from sklearn.metrics import precision_recall_curve
 
 from components import augmentation, preprocess, serving, storage
 from components.backbones import get_backbone
@@ -51,6 +57,9 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     class_names: list[str]
+    multi_label: bool = False
+    # Multi-label only: per class, the score from which the class is predicted present.
+    thresholds: list[float] | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
     stages: list[str] = field(default_factory=list)
 
@@ -68,13 +77,20 @@ def train(
     class_names = [
         name.decode() for name in tft_output.vocabulary_by_name(preprocess.LABEL_VOCABULARY)
     ]
-    log.info("Training %s on %d classes: %s", config.backbone, len(class_names), class_names)
+    multi_label = preprocess.is_multi_label(tft_output)
+    log.info(
+        "Training %s on %d classes%s: %s",
+        config.backbone,
+        len(class_names),
+        " (multi-label)" if multi_label else "",
+        class_names,
+    )
     train_data = make_dataset(examples_dir, "train", tft_output, config, shuffle=True)
     validation_data = _optional_split(examples_dir, "validation", tft_output, config)
 
     pretrained = config.weights.lower() != "none"
-    model, backbone = build_model(config, num_classes=len(class_names))
-    result = TrainResult(class_names=class_names)
+    model, backbone = build_model(config, len(class_names), multi_label)
+    result = TrainResult(class_names=class_names, multi_label=multi_label)
     if pretrained:
         backbone.trainable = False
         _fit(
@@ -116,7 +132,15 @@ def train(
             result,
         )
 
-    serving.export(model, transform_dir, class_names, config.image_size, model_dir)
+    if multi_label:
+        threshold_data = validation_data
+        if threshold_data is None:
+            threshold_data = make_dataset(examples_dir, "train", tft_output, config, shuffle=False)
+        result.thresholds = per_class_thresholds(model, threshold_data)
+        log.info("Per-class thresholds: %s", dict(zip(class_names, result.thresholds, strict=True)))
+    serving.export(
+        model, transform_dir, class_names, config.image_size, model_dir, result.thresholds
+    )
     extra = Path(model_dir) / "assets.extra"
     extra.mkdir(parents=True, exist_ok=True)
     (extra / serving.TRAINING_FILE).write_text(
@@ -126,8 +150,11 @@ def train(
     return result
 
 
-def build_model(config: TrainConfig, num_classes: int) -> tuple[keras.Model, keras.Model]:
-    """uint8-valued RGB ``[size, size, 3]`` (as float) -> class probabilities."""
+def build_model(
+    config: TrainConfig, num_classes: int, multi_label: bool = False
+) -> tuple[keras.Model, keras.Model]:
+    """uint8-valued RGB ``[size, size, 3]`` (as float) -> class probabilities (softmax), or
+    one independent probability per class (sigmoid) for multi-label data."""
     spec = get_backbone(config.backbone)
     shape = (config.image_size, config.image_size, 3)
     pretrained = config.weights.lower() != "none"
@@ -157,7 +184,8 @@ def build_model(config: TrainConfig, num_classes: int) -> tuple[keras.Model, ker
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(config.dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="scores")(x)
+    activation = "sigmoid" if multi_label else "softmax"
+    outputs = keras.layers.Dense(num_classes, activation=activation, name="scores")(x)
     return keras.Model(inputs, outputs, name=f"{spec.name}_classifier"), backbone
 
 
@@ -179,17 +207,27 @@ def make_dataset(
     config: TrainConfig,
     shuffle: bool,
 ) -> tf.data.Dataset:
-    """Batches of ``(float32 images in [0, 255], int64 label ids)`` from the TFRecords."""
+    """Batches of ``(float32 images in [0, 255], labels)`` from the TFRecords: int64 label
+    ids, or float32 multi-hot rows for multi-label data."""
     files = sorted(tf.io.gfile.glob(preprocess.split_file_pattern(examples_dir, split)))
     if not files:
         raise FileNotFoundError(f"No {split} TFRecords in {examples_dir}.")
     feature_spec = tft_output.transformed_feature_spec()
     image_size = config.image_size
+    multi_label = preprocess.is_multi_label(tft_output)
+    num_classes = tft_output.vocabulary_size_by_name(preprocess.LABEL_VOCABULARY)
 
     def parse(records):
         features = tf.io.parse_example(records, feature_spec)
-        images = preprocess.parse_images(features[preprocess.IMAGE_KEY], image_size)
-        return tf.cast(images, tf.float32), features[preprocess.LABEL_ID_KEY]
+        images = tf.cast(
+            preprocess.parse_images(features[preprocess.IMAGE_KEY], image_size), tf.float32
+        )
+        if not multi_label:
+            return images, features[preprocess.LABEL_ID_KEY]
+        label_ids = features[preprocess.LABEL_IDS_KEY]
+        # Labels absent from the train split's vocabulary map to -1: not a class to learn.
+        known = tf.sparse.retain(label_ids, label_ids.values >= 0)
+        return images, tf.cast(tf.sparse.to_indicator(known, num_classes), tf.float32)
 
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
@@ -216,11 +254,16 @@ def _fit(model, stage, train_data, validation_data, learning_rate, epochs, confi
     if epochs <= 0:
         return
     log.info("Stage %s: %d epochs at learning rate %g", stage, epochs, learning_rate)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+    if result.multi_label:
+        loss = keras.losses.BinaryCrossentropy()
+        metrics = [
+            keras.metrics.BinaryAccuracy(name="binary_accuracy"),
+            keras.metrics.AUC(curve="PR", multi_label=True, name="average_precision"),
+        ]
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
     monitor = "val_loss" if validation_data is not None else "loss"
     history = model.fit(
         train_data,
@@ -238,6 +281,25 @@ def _fit(model, stage, train_data, validation_data, learning_rate, epochs, confi
     for name, values in history.history.items():
         result.history.setdefault(name, []).extend(float(v) for v in values)
     result.stages.extend([stage] * len(history.epoch))
+
+
+def per_class_thresholds(model: keras.Model, data: tf.data.Dataset) -> list[float]:
+    """Per class, the score threshold with the best F1 on ``data`` (multi-hot labels); 0.5
+    for a class with no positive in ``data``."""
+    scores, truth = [], []
+    for images, labels in data:
+        scores.append(model(images, training=False).numpy())
+        truth.append(labels.numpy())
+    scores, truth = np.concatenate(scores), np.concatenate(truth)
+    thresholds = []
+    for column in range(truth.shape[1]):
+        if not truth[:, column].any():
+            thresholds.append(0.5)
+            continue
+        precision, recall, cuts = precision_recall_curve(truth[:, column], scores[:, column])
+        f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+        thresholds.append(float(cuts[np.argmax(f1)]))
+    return thresholds
 
 
 def _speed_up_batch_norm_statistics(backbone: keras.Model) -> None:

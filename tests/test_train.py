@@ -1,10 +1,15 @@
+import json
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import MOBILENET_WEIGHTS, needs_weights
 
+from components import manifest, serving, storage
 from components.backbones import BACKBONES
-from components.train import TrainConfig, build_model, unfreeze_top
+from components.train import TrainConfig, build_model, per_class_thresholds, unfreeze_top
 
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
@@ -14,6 +19,12 @@ def test_every_backbone_builds_and_classifies(backbone):
     scores = model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0)
     assert scores.shape == (2, 4)
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_a_multi_label_head_has_a_sigmoid_per_class():
+    config = TrainConfig(weights="none", alpha=0.25, image_size=32)
+    model, _ = build_model(config, num_classes=3, multi_label=True)
+    assert model.get_layer("scores").activation.__name__ == "sigmoid"
 
 
 def test_unknown_backbone_lists_the_choices():
@@ -86,3 +97,37 @@ def test_weights_of_another_alpha_are_a_clear_error():
     config = TrainConfig(weights=str(MOBILENET_WEIGHTS), alpha=0.5, image_size=32)
     with pytest.raises(RuntimeError, match="must hold weights of this backbone and alpha"):
         build_model(config, num_classes=2)
+
+
+def test_per_class_thresholds_maximise_f1_on_the_given_data():
+    # Class 0 is present exactly when its score is at least 0.6; class 1 never occurs.
+    scores = np.array([[0.9, 0.2], [0.6, 0.1], [0.55, 0.3], [0.1, 0.4]], np.float32)
+    truth = np.array([[1, 0], [1, 0], [0, 0], [0, 0]], np.float32)
+    identity = keras.Sequential([keras.Input((2,)), keras.layers.Identity()])
+    data = tf.data.Dataset.from_tensor_slices((scores, truth)).batch(3)
+    assert per_class_thresholds(identity, data) == pytest.approx([0.6, 0.5])
+
+
+def test_a_multi_label_model_learns_which_labels_are_present(
+    multi_label_model, multi_label_prepared
+):
+    training = json.loads(
+        (Path(multi_label_model) / "assets.extra" / serving.TRAINING_FILE).read_text()
+    )
+    assert training["multi_label"] is True
+    assert len(training["thresholds"]) == 3 and "average_precision" in training["history"]
+
+    model = serving.ServedModel(multi_label_model)
+    test = manifest.split_rows(manifest.read(multi_label_prepared["validated"]), "test")
+    outputs = model.predict([storage.read_bytes(uri) for uri in test["uri"]])
+    classes = [name.decode() for name in outputs[serving.CLASSES_KEY][0]]
+    assert outputs[serving.POSITIVES_KEY].dtype == bool
+    # Independent sigmoids: a row's scores need not sum to one.
+    assert not np.allclose(outputs[serving.SCORES_KEY].sum(axis=1), 1.0)
+    predicted = [
+        {name for name, present in zip(classes, row, strict=True) if present}
+        for row in outputs[serving.POSITIVES_KEY]
+    ]
+    truth = [set(labels) for labels in manifest.label_sets(test)]
+    exact = np.mean([p == t for p, t in zip(predicted, truth, strict=True)])
+    assert exact >= 0.6, list(zip(predicted, truth, strict=True))
