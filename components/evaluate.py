@@ -2,6 +2,11 @@
 
 Both models are scored the way TF Serving runs them, through their ``serving_default``
 signature on the raw image bytes, so the numbers include any skew a client would meet.
+
+Multi-label data (a set of labels per image) is scored on the set each model's ``positives``
+output predicts: accuracy is the share of images whose set is exactly right, F1 is computed per
+class over images, and average precision ranks each class's scores; there is no single
+confusion matrix.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from components import manifest, report, serving, serving_config, serving_layout
 
 log = logging.getLogger(__name__)
 
-REGRESSION_METRICS = ("accuracy", "macro_f1")
+REGRESSION_METRICS = ("accuracy", "macro_f1", "macro_average_precision")
+MULTI_CLASS, MULTI_LABEL = "multi-class", "multi-label"
 _READERS = 16
 _CALIBRATION_BINS = 15
 _TOP_K = 3
@@ -34,16 +40,18 @@ _THUMBNAIL = 96
 
 @dataclass
 class ModelMetrics:
+    task: str  # MULTI_CLASS or MULTI_LABEL
     accuracy: float
     macro_f1: float
     weighted_f1: float
     top_k_accuracy: float
     top_k: int
     roc_auc_macro: float | None
+    macro_average_precision: float | None
     expected_calibration_error: float
     per_class: dict[str, dict[str, float | None]]
     labels: list[str]
-    confusion_matrix: list[list[int]]
+    confusion_matrix: list[list[int]]  # empty for multi-label
     images: int
 
 
@@ -80,9 +88,10 @@ class BlessingRules:
 class Predictions:
     """What one model said about the test images."""
 
-    labels: list[str]
+    labels: list[str]  # the top-scoring class of each image
     scores: np.ndarray  # [images, classes]
     classes: list[str]  # the class of each score column
+    positives: np.ndarray | None = None  # multi-label models: [images, classes] bool
 
 
 def evaluate(
@@ -101,10 +110,12 @@ def evaluate(
     if test.empty:
         raise ValueError("The validated manifest has no test images to evaluate on.")
     images = _read_all(test["uri"].tolist())
-    true_labels = test["label"].tolist()
+    multi_label = manifest.is_multi_label(test)
+    truth = manifest.label_sets(test) if multi_label else test["label"].tolist()
+    score = multi_label_metrics if multi_label else classification_metrics
     log.info("Scoring the candidate on %d test images", len(images))
     candidate_predictions = predict(serving.ServedModel(candidate_dir), images, batch_size)
-    candidate = classification_metrics(true_labels, candidate_predictions)
+    candidate = score(truth, candidate_predictions)
 
     baseline = baseline_version = baseline_error = None
     served = serving_config.served_version(serving_root, model_name)
@@ -114,9 +125,7 @@ def evaluate(
         try:
             with serving_layout.local_copy(baseline_dir) as local_dir:
                 baseline_model = serving.ServedModel(local_dir)
-                baseline = classification_metrics(
-                    true_labels, predict(baseline_model, images, batch_size)
-                )
+                baseline = score(truth, predict(baseline_model, images, batch_size))
         except Exception as error:  # noqa: BLE001 - a broken baseline must not block a fix
             baseline_error = f"{type(error).__name__}: {error}"
             log.warning(
@@ -138,7 +147,11 @@ def evaluate(
         baseline_error=baseline_error,
     )
     if output_dir:
-        misclassified = misclassified_grid(images, true_labels, candidate_predictions.labels)
+        misclassified = misclassified_grid(
+            images,
+            [_label_text(labels) for labels in truth],
+            [_label_text(labels) for labels in predicted_labels(candidate_predictions)],
+        )
         write_outputs(evaluation, output_dir, misclassified)
     return evaluation
 
@@ -149,20 +162,41 @@ def predict(model: serving.ServedModel, images: list[bytes], batch_size: int) ->
         labels=[label.decode() for label in outputs[serving.LABEL_KEY]],
         scores=outputs[serving.SCORES_KEY],
         classes=[name.decode() for name in outputs[serving.CLASSES_KEY][0]],
+        positives=outputs.get(serving.POSITIVES_KEY),
     )
 
 
+def predicted_labels(predictions: Predictions) -> list[str] | list[list[str]]:
+    """Per image, the predicted class, or for a multi-label model the classes present."""
+    if predictions.positives is None:
+        return predictions.labels
+    return [
+        [name for name, present in zip(predictions.classes, row, strict=True) if present]
+        for row in predictions.positives
+    ]
+
+
 def classification_metrics(true_labels: list[str], predictions: Predictions) -> ModelMetrics:
+    """Scores a multi-class model's top label against each image's one label."""
+    if predictions.positives is not None:
+        raise ValueError(
+            "The test split is multi-class but the model has a 'positives' output: it was "
+            "trained on multi-label data."
+        )
     predicted = predictions.labels
     labels = sorted(set(true_labels) | set(predicted))
     true_classes = sorted(set(true_labels))
     precision, recall, f1, support = skm.precision_recall_fscore_support(
         true_labels, predicted, labels=labels, zero_division=0
     )
-    auc = _roc_auc_per_class(true_labels, predictions)
+    auc = _roc_auc_by_class(
+        _indicator([[label] for label in true_labels], predictions.classes), predictions
+    )
     defined_auc = [value for value in auc.values() if value is not None]
     top_k = min(_TOP_K, len(predictions.classes))
+    truth = _indicator([[label] for label in true_labels], predictions.classes)
     return ModelMetrics(
+        task=MULTI_CLASS,
         accuracy=float(skm.accuracy_score(true_labels, predicted)),
         # Averaged over the classes in the test set: a class the model invents but that
         # never occurs would otherwise count as a zero.
@@ -179,6 +213,7 @@ def classification_metrics(true_labels: list[str], predictions: Predictions) -> 
         top_k_accuracy=_top_k_accuracy(true_labels, predictions, top_k),
         top_k=top_k,
         roc_auc_macro=float(np.mean(defined_auc)) if defined_auc else None,
+        macro_average_precision=_macro_average_precision(truth, predictions.scores),
         expected_calibration_error=expected_calibration_error(true_labels, predictions),
         per_class={
             label: {
@@ -196,10 +231,72 @@ def classification_metrics(true_labels: list[str], predictions: Predictions) -> 
     )
 
 
+def multi_label_metrics(true_sets: list[list[str]], predictions: Predictions) -> ModelMetrics:
+    """Scores a multi-label model's ``positives`` against each image's set of labels."""
+    if predictions.positives is None:
+        raise ValueError(
+            "The test split is multi-label but the model has no 'positives' output: it was "
+            "trained on single-label data."
+        )
+    labels = sorted({label for labels in true_sets for label in labels} | set(predictions.classes))
+    truth = _indicator(true_sets, labels)
+    predicted = _indicator(predicted_labels(predictions), labels)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        truth, predicted, zero_division=0
+    )
+    # As for multi-class: averaged over the classes that occur in the test set.
+    occurring = [i for i, count in enumerate(support) if count > 0]
+    model_truth = _indicator(true_sets, predictions.classes)
+    auc = _roc_auc_by_class(model_truth, predictions)
+    average_precision = _average_precision_by_class(model_truth, predictions)
+    defined_auc = [value for value in auc.values() if value is not None]
+    top_k = min(_TOP_K, len(predictions.classes))
+    best = np.argsort(-predictions.scores, axis=1, kind="stable")[:, :top_k]
+    return ModelMetrics(
+        task=MULTI_LABEL,
+        accuracy=float(skm.accuracy_score(truth, predicted)),
+        macro_f1=float(
+            skm.f1_score(truth, predicted, labels=occurring, average="macro", zero_division=0)
+        ),
+        weighted_f1=float(
+            skm.f1_score(truth, predicted, labels=occurring, average="weighted", zero_division=0)
+        ),
+        # An image counts when any of its labels is among the k highest scores.
+        top_k_accuracy=float(np.mean(np.take_along_axis(model_truth, best, axis=1).any(axis=1))),
+        top_k=top_k,
+        roc_auc_macro=float(np.mean(defined_auc)) if defined_auc else None,
+        macro_average_precision=_macro_average_precision(model_truth, predictions.scores),
+        expected_calibration_error=_binary_calibration_error(
+            predictions.scores.ravel(), model_truth.ravel()
+        ),
+        per_class={
+            label: {
+                "precision": float(p),
+                "recall": float(r),
+                "f1": float(f),
+                "support": int(s),
+                "roc_auc": auc.get(label),
+                "average_precision": average_precision.get(label),
+            }
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
+        },
+        labels=labels,
+        confusion_matrix=[],
+        images=len(true_sets),
+    )
+
+
 def expected_calibration_error(true_labels: list[str], predictions: Predictions) -> float:
     """How far the top score is from the chance of being right, averaged over score bins."""
     confidence = predictions.scores.max(axis=1)
     correct = np.array(predictions.labels) == np.array(true_labels)
+    return _binary_calibration_error(confidence, correct)
+
+
+def _binary_calibration_error(confidence: np.ndarray, correct: np.ndarray) -> float:
+    """Over score bins, the gap between mean confidence and the share that came true,
+    weighted by the bin's size. Multi-label models are judged on every (image, class)
+    score, whose truth is whether the class is present."""
     bins = np.minimum((confidence * _CALIBRATION_BINS).astype(int), _CALIBRATION_BINS - 1)
     error = 0.0
     for index in np.unique(bins):
@@ -228,6 +325,8 @@ def blessing_checks(
     if baseline is None:
         return checks
     metric = rules.regression_metric
+    if getattr(baseline, metric) is None or getattr(candidate, metric) is None:
+        raise ValueError(f"{metric} is undefined on this test split; choose another metric.")
     checks.append(
         _check(
             f"{metric} >= baseline {metric} - max_regression ({rules.max_regression:g})",
@@ -324,6 +423,7 @@ _HEADLINE_METRICS = (
     ("weighted F1", "weighted_f1"),
     ("top-k accuracy", "top_k_accuracy"),
     ("ROC AUC (macro, one-vs-rest)", "roc_auc_macro"),
+    ("average precision (macro)", "macro_average_precision"),
     ("expected calibration error", "expected_calibration_error"),
 )
 
@@ -367,12 +467,24 @@ def evaluation_html(evaluation: Evaluation, misclassified: list[dict]) -> str:
             f"<th>threshold</th><th>detail</th></tr>{checks}</table>",
             "<h2>Candidate per class</h2>",
             report.table(per_class.round(4)),
-            "<h2>Candidate confusion matrix</h2>",
-            report.confusion_heatmap(candidate.labels, candidate.confusion_matrix),
+            *_confusion_section(candidate),
             "<h2>Misclassified test images</h2>",
             report.image_grid(misclassified),
         ],
     )
+
+
+def _confusion_section(metrics: ModelMetrics) -> list[str]:
+    if metrics.task == MULTI_LABEL:
+        return [
+            "<p>Multi-label: accuracy counts an image as right only when its predicted set of "
+            "labels is exactly its true set; per-class precision and recall above replace a "
+            "confusion matrix.</p>"
+        ]
+    return [
+        "<h2>Candidate confusion matrix</h2>",
+        report.confusion_heatmap(metrics.labels, metrics.confusion_matrix),
+    ]
 
 
 def _check(rule: str, candidate: float, threshold: float) -> dict:
@@ -388,6 +500,21 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _label_text(labels: str | list[str]) -> str:
+    if isinstance(labels, str):
+        return labels
+    return manifest.join_labels(labels) or "(none)"
+
+
+def _indicator(label_sets: list[list[str]], classes: list[str]) -> np.ndarray:
+    """``[images, classes]`` bool: whether each image has each class."""
+    column = {name: i for i, name in enumerate(classes)}
+    matrix = np.zeros((len(label_sets), len(classes)), dtype=bool)
+    for row, labels in enumerate(label_sets):
+        matrix[row, [column[label] for label in labels if label in column]] = True
+    return matrix
+
+
 def _top_k_accuracy(true_labels: list[str], predictions: Predictions, k: int) -> float:
     column = {name: i for i, name in enumerate(predictions.classes)}
     best = np.argsort(-predictions.scores, axis=1, kind="stable")[:, :k]
@@ -398,19 +525,41 @@ def _top_k_accuracy(true_labels: list[str], predictions: Predictions, k: int) ->
     return float(np.mean(hits))
 
 
-def _roc_auc_per_class(true_labels: list[str], predictions: Predictions) -> dict[str, float]:
+def _roc_auc_by_class(truth: np.ndarray, predictions: Predictions) -> dict[str, float | None]:
     """One-vs-rest ROC AUC per class the model scores; None where the test split has no
     positives or no negatives of the class."""
-    truth = np.array(true_labels)
-    auc = {}
-    for index, name in enumerate(predictions.classes):
-        positives = truth == name
-        auc[name] = (
-            float(skm.roc_auc_score(positives, predictions.scores[:, index]))
-            if 0 < positives.sum() < len(truth)
+    return {
+        name: (
+            float(skm.roc_auc_score(truth[:, index], predictions.scores[:, index]))
+            if 0 < truth[:, index].sum() < len(truth)
             else None
         )
-    return auc
+        for index, name in enumerate(predictions.classes)
+    }
+
+
+def _average_precision_by_class(
+    truth: np.ndarray, predictions: Predictions
+) -> dict[str, float | None]:
+    """Average precision (area under the precision-recall curve, as sklearn steps it) per
+    class the model scores; None where the test split has no positive of the class."""
+    return {
+        name: (
+            float(skm.average_precision_score(truth[:, index], predictions.scores[:, index]))
+            if truth[:, index].any()
+            else None
+        )
+        for index, name in enumerate(predictions.classes)
+    }
+
+
+def _macro_average_precision(truth: np.ndarray, scores: np.ndarray) -> float | None:
+    occurring = truth.any(axis=0)
+    if not occurring.any():
+        return None
+    return float(
+        skm.average_precision_score(truth[:, occurring], scores[:, occurring], average="macro")
+    )
 
 
 def _read_all(uris: list[str]) -> list[bytes]:

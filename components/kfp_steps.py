@@ -211,13 +211,15 @@ def evaluate(
             "weighted_f1",
             "top_k_accuracy",
             "roc_auc_macro",
+            "macro_average_precision",
             "expected_calibration_error",
         ):
             value = getattr(scored, name) if scored else None
             if value is not None:
                 metrics.log_metric(prefix + name, value)
     metrics.log_metric("blessed", int(result.blessed))
-    confusion.log_confusion_matrix(result.candidate.labels, result.candidate.confusion_matrix)
+    if result.candidate.confusion_matrix:
+        confusion.log_confusion_matrix(result.candidate.labels, result.candidate.confusion_matrix)
     evaluation.metadata["blessed"] = result.blessed
     return result.blessed
 

@@ -62,7 +62,11 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="how much of --regression-metric the candidate may lose against the served model",
     )
-    run.add_argument("--regression-metric", choices=("accuracy", "macro_f1"), default="accuracy")
+    run.add_argument(
+        "--regression-metric",
+        choices=("accuracy", "macro_f1", "macro_average_precision"),
+        default="accuracy",
+    )
     run.add_argument(
         "--max-class-recall-drop",
         type=float,
@@ -201,7 +205,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _describe(summary) -> str:
     def headline(metrics):
-        return f"accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}"
+        line = f"accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}"
+        if metrics["task"] == "multi-label":
+            line += f", macro AP {metrics['macro_average_precision']:.3f} (multi-label)"
+        return line
 
     images = ", ".join(f"{split} {count}" for split, count in summary.images.items())
     lines = [
@@ -259,10 +266,22 @@ def _predict(args: argparse.Namespace) -> int:
                     "image": image,
                     "label": outputs[serving.LABEL_KEY][0].decode(),
                     "top": serving.top_scores(outputs, 0),
+                    **_positives(outputs),
                 }
             )
         )
     return 0
+
+
+def _positives(outputs: dict) -> dict[str, list[str]]:
+    """A multi-label model's labels present in the (single) image."""
+    from components import serving
+
+    if serving.POSITIVES_KEY not in outputs:
+        return {}
+    classes = [name.decode() for name in outputs[serving.CLASSES_KEY][0]]
+    present = outputs[serving.POSITIVES_KEY][0]
+    return {"labels": [name for name, flag in zip(classes, present, strict=True) if flag]}
 
 
 if __name__ == "__main__":

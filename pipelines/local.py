@@ -25,7 +25,7 @@ class RunSummary:
     images: dict[str, int]
     quarantined: int
     duplicates_dropped: int
-    candidate: dict[str, float]
+    candidate: dict[str, Any]
     baseline: dict[str, Any] | None
     blessed: bool
     blessing: list[dict]
@@ -88,5 +88,7 @@ def summarize(run_dir: Path) -> RunSummary:
     )
 
 
-def _headline(metrics: dict) -> dict[str, float]:
-    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+def _headline(metrics: dict) -> dict[str, Any]:
+    return {
+        key: metrics[key] for key in ("task", "accuracy", "macro_f1", "macro_average_precision")
+    }

@@ -11,6 +11,7 @@ from components.evaluate import (
     classification_metrics,
     evaluate,
     expected_calibration_error,
+    multi_label_metrics,
 )
 from components.push import push
 
@@ -55,6 +56,62 @@ def test_top_k_auc_and_calibration():
     assert ece == pytest.approx((0.4 + 0.5 + 0.7 + 0.2) / 4)
 
 
+def _multi_label(scores, classes=CLASSES, threshold=0.5) -> Predictions:
+    scores = np.array(scores, dtype=float)
+    top = [classes[i] for i in scores.argmax(axis=1)]
+    return Predictions(top, scores, classes, positives=scores >= threshold)
+
+
+def test_multi_label_metrics_on_known_predictions():
+    truth = [["cat", "dog"], ["dog"], ["owl"], ["cat", "owl"], ["dog"]]
+    scores = [
+        [0.9, 0.6, 0.2],
+        [0.3, 0.8, 0.1],
+        [0.4, 0.2, 0.7],
+        [0.7, 0.1, 0.15],  # owl missed
+        [0.1, 0.9, 0.2],
+    ]
+    metrics = multi_label_metrics(truth, _multi_label(scores))
+    assert metrics.task == "multi-label" and metrics.confusion_matrix == []
+    assert metrics.accuracy == pytest.approx(4 / 5)  # the label set is exactly right
+    assert metrics.per_class["owl"] == pytest.approx(
+        {
+            "precision": 1.0,
+            "recall": 0.5,
+            "f1": 2 / 3,
+            "support": 2,
+            # positives 0.7 and 0.15 against negatives 0.2, 0.2, 0.1: 4 of 6 pairs ordered
+            "roc_auc": 2 / 3,
+            # ranked 0.7 (hit), 0.2, 0.2, 0.15 (hit): precision 1 at recall 0.5, 0.5 at 1
+            "average_precision": 0.75,
+        }
+    )
+    assert metrics.per_class["dog"]["support"] == 3
+    assert metrics.macro_f1 == pytest.approx((1 + 1 + 2 / 3) / 3)
+    assert metrics.weighted_f1 == pytest.approx((2 + 3 + 2 * 2 / 3) / 7)
+    assert metrics.macro_average_precision == pytest.approx((1 + 1 + 0.75) / 3)
+
+
+def test_multi_label_top_k_and_calibration_use_every_class_score():
+    classes = ["cat", "dog", "owl", "emu"]
+    truth = [["owl"], ["cat"]]
+    scores = [[0.9, 0.8, 0.1, 0.7], [0.9, 0.1, 0.1, 0.1]]
+    metrics = multi_label_metrics(truth, _multi_label(scores, classes))
+    assert metrics.accuracy == 0.5
+    assert metrics.top_k == 3 and metrics.top_k_accuracy == 0.5  # owl is 4th of 4
+    # 15 bins: {0.9 no, 0.9 yes}, {0.8 no}, {0.7 no}, {0.1 yes, 0.1 no x3}
+    assert metrics.expected_calibration_error == pytest.approx(
+        (2 * 0.4 + 0.8 + 0.7 + 4 * abs(0.1 - 0.25)) / 8
+    )
+
+
+def test_a_model_of_the_other_task_is_refused():
+    with pytest.raises(ValueError, match="has no 'positives' output"):
+        multi_label_metrics([["cat"]], _one_hot(["cat"]))
+    with pytest.raises(ValueError, match="test split is multi-class"):
+        classification_metrics(["cat"], _multi_label([[0.9, 0.1, 0.1]]))
+
+
 def test_blessing_without_baseline_uses_the_floors_only():
     candidate = classification_metrics(["cat", "dog"], _one_hot(["cat", "cat"]))
     checks = blessing_checks(candidate, None, BlessingRules(min_accuracy=0.5))
@@ -90,7 +147,9 @@ def test_a_class_regression_hidden_by_flat_accuracy_is_refused():
 
 
 def test_unknown_regression_metric_is_refused():
-    with pytest.raises(ValueError, match="regression_metric must be one of accuracy, macro_f1"):
+    with pytest.raises(
+        ValueError, match="regression_metric must be one of accuracy, macro_f1, macro_average"
+    ):
         BlessingRules(regression_metric="loss")
 
 
@@ -149,3 +208,40 @@ def test_the_baseline_can_be_served_from_a_bucket(trained_model, prepared, gcs_b
     )
     assert result.baseline_version == 1 and result.baseline_error is None
     assert result.baseline.accuracy == result.candidate.accuracy
+
+
+def test_a_multi_label_candidate_against_a_served_model(
+    multi_label_model, multi_label_prepared, trained_model, prepared, tmp_path
+):
+    serving_root = str(tmp_path / "serving")
+    # A multi-class model served under the name cannot be scored on label sets.
+    push(trained_model, serving_root, "corners", prepared["validated"])
+    out = tmp_path / "out"
+    result = evaluate(
+        multi_label_model,
+        multi_label_prepared["validated"],
+        serving_root,
+        "corners",
+        BlessingRules(min_accuracy=0.0, regression_metric="macro_average_precision"),
+        output_dir=str(out),
+    )
+    assert result.baseline is None and "trained on single-label data" in result.baseline_error
+    assert result.candidate.task == "multi-label"
+    assert result.candidate.macro_average_precision > 0.9
+    assert result.blessed and len(result.checks) == 2
+
+    push(multi_label_model, serving_root, "corners", multi_label_prepared["validated"])
+    second = evaluate(
+        multi_label_model,
+        multi_label_prepared["validated"],
+        serving_root,
+        "corners",
+        BlessingRules(min_accuracy=0.0, regression_metric="macro_average_precision"),
+        output_dir=str(out),
+    )
+    assert second.baseline_version == 2 and second.baseline_error is None
+    assert second.checks[2]["rule"].startswith("macro_average_precision >= baseline")
+    assert second.blessed
+    report = (out / "report.html").read_text()
+    assert "average precision (macro)" in report and "exactly its true set" in report
+    assert "rgba(76, 120, 168" not in report  # no confusion heatmap
