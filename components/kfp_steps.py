@@ -135,6 +135,7 @@ def train(
     batch_size: int,
     learning_rate: float,
     augmentations: str,
+    early_stopping_patience: int,
     model: Output[Model],
     metrics: Output[Metrics],
 ):
@@ -155,6 +156,7 @@ def train(
         batch_size=batch_size,
         learning_rate=learning_rate,
         augmentations=augmentations,
+        early_stopping_patience=early_stopping_patience,
     )
     result = train_model(examples.path, transform_graph.path, model.path, config)
     for name, value in result.final_metrics.items():

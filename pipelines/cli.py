@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_AUGMENTATIONS,
         help="comma-separated: flip, rotation, zoom, contrast; or none",
     )
+    run.add_argument(
+        "--early-stopping-patience",
+        type=int,
+        default=3,
+        help="epochs without a better validation loss before a stage stops (best weights kept)",
+    )
     run.add_argument("--min-side", type=int, default=16)
     run.add_argument("--min-images-per-class", type=int, default=5)
     run.add_argument("--min-accuracy", type=float, default=0.5)
@@ -172,6 +178,7 @@ def _run(args: argparse.Namespace) -> int:
         "fine_tune_epochs": args.fine_tune_epochs,
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
+        "early_stopping_patience": args.early_stopping_patience,
         "augmentations": args.augmentations,
         "min_side": args.min_side,
         "min_images_per_class": args.min_images_per_class,

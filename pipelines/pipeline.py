@@ -39,6 +39,7 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
         batch_size: int = 32,
         learning_rate: float = 1e-3,
         augmentations: str = DEFAULT_AUGMENTATIONS,
+        early_stopping_patience: int = 3,
         min_accuracy: float = 0.5,
         min_macro_f1: float = 0.0,
         max_regression: float = 0.0,
@@ -87,6 +88,7 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
             batch_size=batch_size,
             learning_rate=learning_rate,
             augmentations=augmentations,
+            early_stopping_patience=early_stopping_patience,
         )
         trained.set_container_image(gpu_image)
         trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)

@@ -13,6 +13,7 @@ from conftest import (
     needs_clothing,
     needs_weights,
     write_colour_tree,
+    write_multi_label_set,
 )
 from hostile import ACCEPTED, QUARANTINED, add_corpus
 
@@ -130,6 +131,55 @@ def test_junk_in_the_data_is_quarantined_without_a_traceback(tmp_path, capsys):
         for _ in tf.data.TFRecordDataset(str(path), compression_type="GZIP")
     )
     assert records == sum(summary["images"].values())
+
+
+def test_a_multi_label_csv_listing_runs_end_to_end(tmp_path, capsys):
+    listing = write_multi_label_set(tmp_path / "data", images=140, listing="labels.csv")
+    code, summary = _run(
+        tmp_path,
+        "--data",
+        str(listing),
+        "--serving-dir",
+        str(tmp_path / "serving"),
+        "--train-fraction",
+        "0.6",
+        "--validation-fraction",
+        "0.2",
+        "--min-images-per-class",
+        "3",
+        "--backbone",
+        "mobilenet",
+        "--alpha",
+        "0.25",
+        "--weights",
+        "none",
+        "--image-size",
+        "32",
+        "--epochs",
+        "12",
+        "--early-stopping-patience",
+        "8",
+        "--batch-size",
+        "8",
+        "--fine-tune-epochs",
+        "0",
+        "--learning-rate",
+        "0.003",
+        "--augmentations",
+        "none",
+        "--regression-metric",
+        "macro_average_precision",
+    )
+    output = capsys.readouterr()
+    assert code == 0, output.err[-3000:]
+    assert summary["candidate"]["task"] == "multi-label"
+    assert summary["candidate"]["macro_average_precision"] > 0.9, summary
+    assert summary["blessed"] is True and summary["pushed"]["version"] == 1
+    assert "(multi-label)" in output.out
+
+    image = tmp_path / "data" / "images" / "image-006.png"  # red, green and blue squares
+    assert cli.main(["predict", "--model", summary["pushed"]["path"], str(image)]) == 0
+    assert sorted(json.loads(capsys.readouterr().out)["labels"]) == ["blue", "green", "red"]
 
 
 @needs_clothing
