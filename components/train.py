@@ -85,7 +85,7 @@ def train(
         " (multi-label)" if multi_label else "",
         class_names,
     )
-    train_data = make_dataset(examples_dir, "train", tft_output, config, shuffle=True)
+    train_data = make_dataset(examples_dir, "train", tft_output, config, training=True)
     validation_data = _optional_split(examples_dir, "validation", tft_output, config)
 
     pretrained = config.weights.lower() != "none"
@@ -135,7 +135,7 @@ def train(
     if multi_label:
         threshold_data = validation_data
         if threshold_data is None:
-            threshold_data = make_dataset(examples_dir, "train", tft_output, config, shuffle=False)
+            threshold_data = make_dataset(examples_dir, "train", tft_output, config, training=False)
         result.thresholds = per_class_thresholds(model, threshold_data)
         log.info("Per-class thresholds: %s", dict(zip(class_names, result.thresholds, strict=True)))
     serving.export(
@@ -205,10 +205,11 @@ def make_dataset(
     split: str,
     tft_output: tft.TFTransformOutput,
     config: TrainConfig,
-    shuffle: bool,
+    training: bool,
 ) -> tf.data.Dataset:
-    """Batches of ``(float32 images in [0, 255], labels)`` from the TFRecords: int64 label
-    ids, or float32 multi-hot rows for multi-label data."""
+    """Batches of ``(float32 images in [0, 255], labels)`` from the TFRecords, labels as
+    float32 one-hot rows (multi-hot for multi-label data). Training data is shuffled and gets
+    the batch-mixing augmentations (MixUp, CutMix), which blend labels too."""
     files = sorted(tf.io.gfile.glob(preprocess.split_file_pattern(examples_dir, split)))
     if not files:
         raise FileNotFoundError(f"No {split} TFRecords in {examples_dir}.")
@@ -223,23 +224,26 @@ def make_dataset(
             preprocess.parse_images(features[preprocess.IMAGE_KEY], image_size), tf.float32
         )
         if not multi_label:
-            return images, features[preprocess.LABEL_ID_KEY]
+            return images, tf.one_hot(features[preprocess.LABEL_ID_KEY], num_classes)
         label_ids = features[preprocess.LABEL_IDS_KEY]
         # Labels absent from the train split's vocabulary map to -1: not a class to learn.
         known = tf.sparse.retain(label_ids, label_ids.values >= 0)
         return images, tf.cast(tf.sparse.to_indicator(known, num_classes), tf.float32)
 
     dataset = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle:
+    if training:
         dataset = dataset.shuffle(len(files), seed=config.seed)
     dataset = dataset.interleave(
         lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    if shuffle:
+    if training:
         dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=config.seed)
     dataset = dataset.batch(config.batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    mix = augmentation.batch_mixing(config.augmentations, config.seed) if training else None
+    if mix is not None:
+        dataset = dataset.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -247,7 +251,7 @@ def _optional_split(examples_dir, split, tft_output, config) -> tf.data.Dataset 
     if not tf.io.gfile.glob(preprocess.split_file_pattern(examples_dir, split)):
         log.warning("No %s split: early stopping watches the training loss instead", split)
         return None
-    return make_dataset(examples_dir, split, tft_output, config, shuffle=False)
+    return make_dataset(examples_dir, split, tft_output, config, training=False)
 
 
 def _fit(model, stage, train_data, validation_data, learning_rate, epochs, config, result):
@@ -261,8 +265,8 @@ def _fit(model, stage, train_data, validation_data, learning_rate, epochs, confi
             keras.metrics.AUC(curve="PR", multi_label=True, name="average_precision"),
         ]
     else:
-        loss = keras.losses.SparseCategoricalCrossentropy()
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        loss = keras.losses.CategoricalCrossentropy()
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
     monitor = "val_loss" if validation_data is not None else "loss"
     history = model.fit(

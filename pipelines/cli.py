@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from components.augmentation import DEFAULT_AUGMENTATIONS
+from components.augmentation import AUGMENTATIONS, DEFAULT_AUGMENTATIONS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--augmentations",
         default=DEFAULT_AUGMENTATIONS,
-        help="comma-separated: flip, rotation, zoom, contrast; or none",
+        help=f"comma-separated: {', '.join(AUGMENTATIONS)}; or none",
     )
     run.add_argument(
         "--early-stopping-patience",

@@ -5,11 +5,18 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import MOBILENET_WEIGHTS, needs_weights
+import tensorflow_transform as tft
+from conftest import IMAGE_SIZE, MOBILENET_WEIGHTS, needs_weights
 
 from components import manifest, serving, storage
 from components.backbones import BACKBONES
-from components.train import TrainConfig, build_model, per_class_thresholds, unfreeze_top
+from components.train import (
+    TrainConfig,
+    build_model,
+    make_dataset,
+    per_class_thresholds,
+    unfreeze_top,
+)
 
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
@@ -131,3 +138,19 @@ def test_a_multi_label_model_learns_which_labels_are_present(
     truth = [set(labels) for labels in manifest.label_sets(test)]
     exact = np.mean([p == t for p, t in zip(predicted, truth, strict=True)])
     assert exact >= 0.6, list(zip(predicted, truth, strict=True))
+
+
+def test_training_batches_are_one_hot_and_mixup_blends_them(prepared):
+    transform = tft.TFTransformOutput(prepared["transform"])
+    config = TrainConfig(weights="none", image_size=IMAGE_SIZE, batch_size=8)
+    _, labels = next(iter(make_dataset(prepared["examples"], "train", transform, config, True)))
+    assert labels.shape == (8, 3) and set(np.unique(labels)) == {0.0, 1.0}
+
+    config.augmentations = "flip,mixup"
+    _, mixed = next(iter(make_dataset(prepared["examples"], "train", transform, config, True)))
+    np.testing.assert_allclose(tf.reduce_sum(mixed, axis=1), 1.0, rtol=1e-5)
+    assert set(np.unique(mixed)) - {0.0, 1.0}, "MixUp left every label one-hot"
+    _, test_labels = next(
+        iter(make_dataset(prepared["examples"], "test", transform, config, False))
+    )
+    assert set(np.unique(test_labels)) == {0.0, 1.0}
