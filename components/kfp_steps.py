@@ -106,6 +106,7 @@ def validate(
 def preprocess(
     validated_manifest: Input[Dataset],
     image_size: int,
+    resize_policy: str,
     beam_pipeline_args: list,
     examples: Output[Dataset],
     transform_graph: Output[Artifact],
@@ -117,7 +118,12 @@ def preprocess(
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     counts = transform_images(
-        validated_manifest.path, examples.path, transform_graph.path, image_size, beam_pipeline_args
+        validated_manifest.path,
+        examples.path,
+        transform_graph.path,
+        image_size,
+        beam_pipeline_args,
+        resize_policy,
     )
     examples.metadata["images"] = counts
 

@@ -41,29 +41,39 @@ MULTI_LABEL_RAW_FEATURE_SPEC = {
     IMAGE_BYTES_KEY: tf.io.FixedLenFeature([], tf.string),
     LABELS_KEY: tf.io.VarLenFeature(tf.string),
 }
+# How a non-square image becomes square: "pad" keeps all of it (black bars), "crop" keeps
+# the centre square (no bars, but the edges of wide or tall images are lost).
+RESIZE_POLICIES = ("pad", "crop")
 TFRECORD_SUFFIX = ".tfrecord.gz"
 _IMAGES_PER_SHARD = 1000
 
 
-def decode_and_resize(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Encoded JPEG/PNG/GIF/BMP -> uint8 RGB ``[image_size, image_size, 3]``.
+def decode_and_resize(
+    image_bytes: tf.Tensor, image_size: int, resize_policy: str = "pad"
+) -> tf.Tensor:
+    """Encoded JPEG/PNG/GIF/BMP/WebP -> uint8 RGB ``[image_size, image_size, 3]``.
 
     Grayscale and RGBA become RGB, an animated GIF gives its first frame, a photo is turned
-    upright by its EXIF orientation, and the aspect ratio is kept by padding with black, so no
-    object is cropped or stretched.
+    upright by its EXIF orientation, and the aspect ratio is kept, never stretched: padded with
+    black (``pad``) or cropped to the centre square (``crop``).
     """
     image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
     image = exif.apply_orientation(image, exif.orientation(image_bytes))
-    image = tf.image.resize_with_pad(image, image_size, image_size, antialias=True)
+    if resize_policy == "crop":
+        side = tf.reduce_min(tf.shape(image)[:2])
+        image = tf.image.resize_with_crop_or_pad(image, side, side)
+        image = tf.image.resize(image, [image_size, image_size], antialias=True)
+    else:
+        image = tf.image.resize_with_pad(image, image_size, image_size, antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
-def make_preprocessing_fn(image_size: int, multi_label: bool = False):
+def make_preprocessing_fn(image_size: int, multi_label: bool = False, resize_policy: str = "pad"):
     def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         # Images are stored as serialized uint8 tensors: already resized, read back with a
         # memory copy instead of a second decode.
         images = tf.map_fn(
-            lambda data: tf.io.serialize_tensor(decode_and_resize(data, image_size)),
+            lambda data: tf.io.serialize_tensor(decode_and_resize(data, image_size, resize_policy)),
             inputs[IMAGE_BYTES_KEY],
             fn_output_signature=tf.string,
         )
@@ -94,12 +104,17 @@ def preprocess(
     transform_dir: str,
     image_size: int,
     beam_pipeline_args: list[str] | None = None,
+    resize_policy: str = "pad",
 ) -> dict[str, int]:
     """Writes gzip TFRecords to ``examples_dir/<split>/`` and the transform graph to
     ``transform_dir``; returns the number of images per split.
 
     The vocabulary and any other analysis see only the train split.
     """
+    if resize_policy not in RESIZE_POLICIES:
+        raise ValueError(
+            f"resize_policy must be one of {', '.join(RESIZE_POLICIES)}, not {resize_policy!r}."
+        )
     frame = manifest.read(manifest_dir)
     counts = manifest.counts_by_split(frame)
     if counts["train"] == 0:
@@ -112,11 +127,12 @@ def preprocess(
         )
     )
     log.info(
-        "Preprocessing %s %s images per split at %dx%d",
+        "Preprocessing %s %s images per split at %dx%d (%s)",
         counts,
         "multi-label" if multi_label else "multi-class",
         image_size,
         image_size,
+        resize_policy,
     )
     with (
         tempfile.TemporaryDirectory() as temp_dir,
@@ -130,7 +146,7 @@ def preprocess(
             raw["train"],
             raw_metadata,
         ) | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
-            make_preprocessing_fn(image_size, multi_label)
+            make_preprocessing_fn(image_size, multi_label, resize_policy)
         )
         transformed = {"train": transformed_train}
         for split in raw.keys() - {"train"}:

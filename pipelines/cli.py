@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--alpha", type=float, default=1.0, help="MobileNet width multiplier")
     run.add_argument("--weights", default="imagenet", help="imagenet | none | PATH")
     run.add_argument("--image-size", type=int, default=224)
+    run.add_argument(
+        "--resize-policy",
+        choices=("pad", "crop"),
+        default="pad",
+        help="square images by padding (keeps everything) or a centre crop (no bars)",
+    )
     run.add_argument("--epochs", type=int, default=5, help="stage 1: head only")
     run.add_argument("--fine-tune-epochs", type=int, default=3, help="stage 2: top unfrozen")
     run.add_argument("--batch-size", type=int, default=32)
@@ -174,6 +180,7 @@ def _run(args: argparse.Namespace) -> int:
         "alpha": args.alpha,
         "weights": args.weights,
         "image_size": args.image_size,
+        "resize_policy": args.resize_policy,
         "epochs": args.epochs,
         "fine_tune_epochs": args.fine_tune_epochs,
         "batch_size": args.batch_size,

@@ -30,6 +30,7 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
         drift_warning: float = 0.15,
         max_label_drift: float = 0.5,
         image_size: int = 224,
+        resize_policy: str = "pad",
         beam_pipeline_args: list = ["--runner=DirectRunner"],  # noqa: B006 - a KFP default
         backbone: str = "mobilenet",
         weights: str = "imagenet",
@@ -73,6 +74,7 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
         preprocessed = kfp_steps.preprocess(
             validated_manifest=validated.outputs["validated_manifest"],
             image_size=image_size,
+            resize_policy=resize_policy,
             beam_pipeline_args=beam_pipeline_args,
         )
         preprocessed.set_container_image(step_image)

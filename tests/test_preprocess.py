@@ -1,6 +1,7 @@
 import io
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 from conftest import CLASS_COLOURS, IMAGE_SIZE, LABEL_CORNERS, encode_image
@@ -93,6 +94,21 @@ def test_aspect_ratio_is_kept_by_padding():
     assert image.shape == (32, 32, 3)
     assert image[0].max() == 0 and image[-1].max() == 0  # black bars top and bottom
     assert image[16].min() == 255  # the picture itself, unstretched, in the middle
+
+
+def test_the_crop_policy_keeps_the_centre_square():
+    # A wide image: red left quarter, white middle half, blue right quarter.
+    pixels = np.full((10, 40, 3), 255, np.uint8)
+    pixels[:, :10] = (255, 0, 0)
+    pixels[:, 30:] = (0, 0, 255)
+    image = decode_and_resize(encode_image(pixels), 32, resize_policy="crop").numpy()
+    assert image.shape == (32, 32, 3)
+    assert image.min() >= 250  # only the white middle: no bars, no coloured edges
+
+
+def test_an_unknown_resize_policy_is_refused(prepared, tmp_path):
+    with pytest.raises(ValueError, match="resize_policy must be one of pad, crop, not 'fit'"):
+        preprocess(prepared["validated"], str(tmp_path / "e"), str(tmp_path / "t"), 32, None, "fit")
 
 
 def _examples(examples_dir):
