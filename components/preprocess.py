@@ -3,10 +3,14 @@
 ``preprocessing_fn`` is the one definition of how an image becomes model input. Its transform
 graph is written next to the TFRecords and embedded in the serving SavedModel, so training,
 evaluation and serving run the very same decode and resize: no skew.
+
+Data flows as Arrow RecordBatches of a bounded number of images (TFXIO in, record batches
+out), never as per-image Python dicts, and never the whole dataset at once.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import tempfile
@@ -17,7 +21,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions
-from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+from tensorflow_transform.tf_metadata import schema_utils
+from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
+from tfx_bsl.public import tfxio
 
 from components import exif, manifest, storage
 
@@ -46,6 +52,9 @@ MULTI_LABEL_RAW_FEATURE_SPEC = {
 RESIZE_POLICIES = ("pad", "crop")
 TFRECORD_SUFFIX = ".tfrecord.gz"
 _IMAGES_PER_SHARD = 1000
+# Images per Arrow RecordBatch: encoded photos are large, so a batch bounds the memory a
+# worker holds, whatever the dataset's size.
+_IMAGES_PER_RECORD_BATCH = 64
 
 
 def decode_and_resize(
@@ -121,11 +130,14 @@ def preprocess(
         raise ValueError("The manifest has no train images; nothing to preprocess.")
     multi_label = manifest.is_multi_label(frame)
     options = PipelineOptions(beam_pipeline_args or ["--runner=DirectRunner"])
-    raw_metadata = dataset_metadata.DatasetMetadata(
-        schema_utils.schema_from_feature_spec(
+    raw_tfxio = tfxio.TFExampleBeamRecord(
+        physical_format="inmem",
+        telemetry_descriptors=["imgclf", "preprocess"],
+        schema=schema_utils.schema_from_feature_spec(
             MULTI_LABEL_RAW_FEATURE_SPEC if multi_label else RAW_FEATURE_SPEC
-        )
+        ),
     )
+    raw_data_config = raw_tfxio.TensorAdapterConfig()
     log.info(
         "Preprocessing %s %s images per split at %dx%d (%s)",
         counts,
@@ -140,25 +152,28 @@ def preprocess(
         tft_beam.Context(temp_dir=_beam_temp_dir(options, temp_dir)),
     ):
         raw = {
-            split: _read_split(pipeline, frame, split) for split in manifest.SPLITS if counts[split]
+            split: _read_split(pipeline, frame, split, raw_tfxio)
+            for split in manifest.SPLITS
+            if counts[split]
         }
-        transformed_train, transform_fn = (
+        (transformed_train, _), transform_fn = (
             raw["train"],
-            raw_metadata,
+            raw_data_config,
         ) | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
-            make_preprocessing_fn(image_size, multi_label, resize_policy)
+            make_preprocessing_fn(image_size, multi_label, resize_policy),
+            output_record_batches=True,
         )
         transformed = {"train": transformed_train}
         for split in raw.keys() - {"train"}:
-            transformed[split] = (
-                (raw[split], raw_metadata),
+            transformed[split], _ = (
+                (raw[split], raw_data_config),
                 transform_fn,
-            ) | f"Transform{split.title()}" >> tft_beam.TransformDataset()
-        for split, (records, metadata) in transformed.items():
-            coder = tft.coders.ExampleProtoCoder(metadata.schema)
+            ) | f"Transform{split.title()}" >> tft_beam.TransformDataset(output_record_batches=True)
+        for split, record_batches in transformed.items():
             _ = (
-                records
-                | f"Encode{split.title()}" >> beam.Map(coder.encode)
+                record_batches
+                | f"Encode{split.title()}"
+                >> beam.FlatMapTuple(lambda batch, _: RecordBatchToExamplesEncoder().encode(batch))
                 | f"Write{split.title()}"
                 >> beam.io.WriteToTFRecord(
                     storage.join(examples_dir, split, "part"),
@@ -181,12 +196,14 @@ def split_file_pattern(examples_dir: str, split: str) -> str:
     return storage.join(examples_dir, split, f"part-*{TFRECORD_SUFFIX}")
 
 
-def _read_split(pipeline: beam.Pipeline, frame, split: str) -> beam.PCollection:
+def _read_split(
+    pipeline: beam.Pipeline, frame, split: str, raw_tfxio: tfxio.TFExampleBeamRecord
+) -> beam.PCollection:
+    """The split's images and labels as Arrow RecordBatches; only the URIs are listed up
+    front, each worker reads the files it is given."""
     rows = manifest.split_rows(frame, split)
-    if manifest.is_multi_label(frame):
-        label_key, labels = LABELS_KEY, manifest.label_sets(rows)
-    else:
-        label_key, labels = LABEL_KEY, rows["label"].tolist()
+    multi_label = manifest.is_multi_label(frame)
+    labels = manifest.label_sets(rows) if multi_label else rows["label"].tolist()
     pairs = list(zip(rows["uri"], labels, strict=True))
     return (
         pipeline
@@ -194,10 +211,23 @@ def _read_split(pipeline: beam.Pipeline, frame, split: str) -> beam.PCollection:
         # Spread the reads across workers instead of keeping them on the one that listed them.
         | f"Spread{split.title()}" >> beam.Reshuffle()
         | f"Read{split.title()}"
-        >> beam.MapTuple(
-            lambda uri, label: {IMAGE_BYTES_KEY: storage.read_bytes(uri), label_key: label}
-        )
+        >> beam.MapTuple(functools.partial(_raw_example, multi_label=multi_label))
+        | f"Batch{split.title()}" >> raw_tfxio.BeamSource(batch_size=_IMAGES_PER_RECORD_BATCH)
     )
+
+
+def _raw_example(uri: str, labels: str | list[str], multi_label: bool) -> bytes:
+    """A serialized ``tf.Example`` of the file's bytes and its label(s): TFXIO's input."""
+    label_values = labels if multi_label else [labels]
+    feature = {
+        IMAGE_BYTES_KEY: tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[storage.read_bytes(uri)])
+        ),
+        LABELS_KEY if multi_label else LABEL_KEY: tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[label.encode() for label in label_values])
+        ),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
 def _beam_temp_dir(options: PipelineOptions, local_temp_dir: str) -> str:
