@@ -11,6 +11,7 @@ out), never as per-image Python dicts, and never the whole dataset at once.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import tempfile
@@ -51,6 +52,9 @@ MULTI_LABEL_RAW_FEATURE_SPEC = {
 # the centre square (no bars, but the edges of wide or tall images are lost).
 RESIZE_POLICIES = ("pad", "crop")
 TFRECORD_SUFFIX = ".tfrecord.gz"
+# Images per split and their size, beside the TFRecords, so that training can tell whether
+# the decoded data fits in memory without reading it.
+COUNTS_FILE = "counts.json"
 _IMAGES_PER_SHARD = 1000
 # Images per Arrow RecordBatch: encoded photos are large, so a batch bounds the memory a
 # worker holds, whatever the dataset's size.
@@ -183,8 +187,17 @@ def preprocess(
                 )
             )
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(transform_dir)
+    storage.write_bytes(
+        storage.join(examples_dir, COUNTS_FILE),
+        json.dumps({"images": counts, "image_size": image_size}).encode(),
+    )
     log.info("Wrote TFRecords to %s and the transform graph to %s", examples_dir, transform_dir)
     return counts
+
+
+def read_counts(examples_dir: str) -> dict[str, int]:
+    """Images per split that preprocess wrote to ``examples_dir``."""
+    return json.loads(storage.read_bytes(storage.join(examples_dir, COUNTS_FILE)))["images"]
 
 
 def is_multi_label(tft_output: tft.TFTransformOutput) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +36,9 @@ from components.backbones import get_backbone
 log = logging.getLogger(__name__)
 
 _SHUFFLE_BUFFER = 2048
+# A split is cached in memory, decoded, when it takes at most this share of the memory
+# available to the step; the rest is for the model, the batches and the runtime.
+CACHE_MEMORY_SHARE = 0.25
 
 
 @dataclass
@@ -238,6 +242,10 @@ def make_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+    images = preprocess.read_counts(examples_dir)[split]
+    if images * image_size * image_size * 3 <= CACHE_MEMORY_SHARE * available_memory():
+        # Read and decompress once; later epochs come from memory, still reshuffled below.
+        dataset = dataset.cache()
     if training:
         dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=config.seed)
     dataset = dataset.batch(config.batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
@@ -245,6 +253,17 @@ def make_dataset(
     if mix is not None:
         dataset = dataset.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def available_memory() -> int:
+    """Bytes of memory this process may still use: what the machine has free, or less under
+    a container's limit (cgroup v2)."""
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    cgroup = Path("/sys/fs/cgroup")
+    limit, used = cgroup / "memory.max", cgroup / "memory.current"
+    if limit.is_file() and used.is_file() and limit.read_text().strip().isdigit():
+        available = min(available, int(limit.read_text()) - int(used.read_text()))
+    return available
 
 
 def _optional_split(examples_dir, split, tft_output, config) -> tf.data.Dataset | None:

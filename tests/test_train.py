@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import keras
@@ -8,7 +9,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from conftest import IMAGE_SIZE, MOBILENET_WEIGHTS, needs_weights
 
-from components import manifest, serving, storage
+from components import manifest, serving, storage, train
 from components.backbones import BACKBONES
 from components.train import (
     TrainConfig,
@@ -154,3 +155,22 @@ def test_training_batches_are_one_hot_and_mixup_blends_them(prepared):
         iter(make_dataset(prepared["examples"], "test", transform, config, False))
     )
     assert set(np.unique(test_labels)) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize("memory_share, cached", [(train.CACHE_MEMORY_SHARE, True), (0.0, False)])
+def test_a_split_that_fits_in_memory_is_read_from_disk_once(
+    prepared, tmp_path, monkeypatch, memory_share, cached
+):
+    examples = shutil.copytree(prepared["examples"], tmp_path / "examples")
+    monkeypatch.setattr(train, "CACHE_MEMORY_SHARE", memory_share)
+    transform = tft.TFTransformOutput(prepared["transform"])
+    config = TrainConfig(weights="none", image_size=IMAGE_SIZE, batch_size=8)
+    data = make_dataset(str(examples), "test", transform, config, training=False)
+    first = [images.numpy() for images, _ in data]
+    for path in examples.glob("test/*.tfrecord.gz"):
+        path.unlink()
+    if cached:
+        np.testing.assert_array_equal(np.concatenate([i for i, _ in data]), np.concatenate(first))
+    else:
+        with pytest.raises(tf.errors.NotFoundError):
+            list(data)
