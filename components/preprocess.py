@@ -10,10 +10,8 @@ out), never as per-image Python dicts, and never the whole dataset at once.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import math
 import tempfile
 from pathlib import Path
 
@@ -55,7 +53,6 @@ TFRECORD_SUFFIX = ".tfrecord.gz"
 # Images per split and their size, beside the TFRecords, so that training can tell whether
 # the decoded data fits in memory without reading it.
 COUNTS_FILE = "counts.json"
-_IMAGES_PER_SHARD = 1000
 # Images per Arrow RecordBatch: encoded photos are large, so a batch bounds the memory a
 # worker holds, whatever the dataset's size.
 _IMAGES_PER_RECORD_BATCH = 64
@@ -155,34 +152,32 @@ def preprocess(
         beam.Pipeline(options=options) as pipeline,
         tft_beam.Context(temp_dir=_beam_temp_dir(options, temp_dir)),
     ):
-        raw = {
-            split: _read_split(pipeline, frame, split, raw_tfxio)
-            for split in manifest.SPLITS
-            if counts[split]
-        }
-        (transformed_train, _), transform_fn = (
-            raw["train"],
+        # Analysis learns the label vocabulary and needs no pixels: it reads the manifest's
+        # labels, so the transform below can stream the images in one pass. (Analysing and
+        # transforming the same images would hold them all until analysis finished.) An
+        # analyzer over pixels would need this changed: it would learn from stand-in images.
+        transform_fn = (
+            _train_labels(pipeline, frame, raw_tfxio),
             raw_data_config,
-        ) | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
-            make_preprocessing_fn(image_size, multi_label, resize_policy),
-            output_record_batches=True,
+        ) | "AnalyzeTrainLabels" >> tft_beam.AnalyzeDataset(
+            make_preprocessing_fn(image_size, multi_label, resize_policy)
         )
-        transformed = {"train": transformed_train}
-        for split in raw.keys() - {"train"}:
-            transformed[split], _ = (
-                (raw[split], raw_data_config),
+        for split in (split for split in manifest.SPLITS if counts[split]):
+            transformed, _ = (
+                (_read_split(pipeline, frame, split, raw_tfxio), raw_data_config),
                 transform_fn,
             ) | f"Transform{split.title()}" >> tft_beam.TransformDataset(output_record_batches=True)
-        for split, record_batches in transformed.items():
             _ = (
-                record_batches
+                transformed
                 | f"Encode{split.title()}"
                 >> beam.FlatMapTuple(lambda batch, _: RecordBatchToExamplesEncoder().encode(batch))
+                # No fixed shard count: that would group every record of the split in one
+                # place first. Each bundle writes its own file, so the number of files follows
+                # the runner's parallelism and, on Dataflow, the data's size.
                 | f"Write{split.title()}"
                 >> beam.io.WriteToTFRecord(
                     storage.join(examples_dir, split, "part"),
                     file_name_suffix=TFRECORD_SUFFIX,
-                    num_shards=max(1, math.ceil(counts[split] / _IMAGES_PER_SHARD)),
                     compression_type=beam.io.filesystem.CompressionTypes.GZIP,
                 )
             )
@@ -224,18 +219,35 @@ def _read_split(
         # Spread the reads across workers instead of keeping them on the one that listed them.
         | f"Spread{split.title()}" >> beam.Reshuffle()
         | f"Read{split.title()}"
-        >> beam.MapTuple(functools.partial(_raw_example, multi_label=multi_label))
+        >> beam.MapTuple(
+            lambda uri, labels: _raw_example(storage.read_bytes(uri), labels, multi_label)
+        )
         | f"Batch{split.title()}" >> raw_tfxio.BeamSource(batch_size=_IMAGES_PER_RECORD_BATCH)
     )
 
 
-def _raw_example(uri: str, labels: str | list[str], multi_label: bool) -> bytes:
-    """A serialized ``tf.Example`` of the file's bytes and its label(s): TFXIO's input."""
+def _train_labels(
+    pipeline: beam.Pipeline, frame, raw_tfxio: tfxio.TFExampleBeamRecord
+) -> beam.PCollection:
+    """The train split's labels as RecordBatches, each with a 1x1 black PNG for its image
+    (the graph decodes every row it analyses, but only the labels feed an analyzer)."""
+    rows = manifest.split_rows(frame, "train")
+    multi_label = manifest.is_multi_label(frame)
+    labels = manifest.label_sets(rows) if multi_label else rows["label"].tolist()
+    stand_in = tf.io.encode_png(tf.zeros([1, 1, 3], tf.uint8)).numpy()
+    return (
+        pipeline
+        | "ListTrainLabels"
+        >> beam.Create([_raw_example(stand_in, label, multi_label) for label in labels])
+        | "BatchTrainLabels" >> raw_tfxio.BeamSource()
+    )
+
+
+def _raw_example(image_bytes: bytes, labels: str | list[str], multi_label: bool) -> bytes:
+    """A serialized ``tf.Example`` of an image's bytes and its label(s): TFXIO's input."""
     label_values = labels if multi_label else [labels]
     feature = {
-        IMAGE_BYTES_KEY: tf.train.Feature(
-            bytes_list=tf.train.BytesList(value=[storage.read_bytes(uri)])
-        ),
+        IMAGE_BYTES_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_bytes])),
         LABELS_KEY if multi_label else LABEL_KEY: tf.train.Feature(
             bytes_list=tf.train.BytesList(value=[label.encode() for label in label_values])
         ),
