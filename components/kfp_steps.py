@@ -107,6 +107,7 @@ def preprocess(
     validated_manifest: Input[Dataset],
     image_size: int,
     resize_policy: str,
+    rebalance_to: int,
     beam_pipeline_args: list,
     examples: Output[Dataset],
     transform_graph: Output[Artifact],
@@ -124,6 +125,7 @@ def preprocess(
         image_size,
         beam_pipeline_args,
         resize_policy,
+        rebalance_to,
     )
     examples.metadata["images"] = counts
 

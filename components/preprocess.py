@@ -24,7 +24,7 @@ from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 from tfx_bsl.public import tfxio
 
-from components import exif, manifest, storage
+from components import exif, manifest, rebalance, storage
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,13 @@ def preprocess(
     image_size: int,
     beam_pipeline_args: list[str] | None = None,
     resize_policy: str = "pad",
+    rebalance_to: int = 0,
 ) -> dict[str, int]:
     """Writes gzip TFRecords to ``examples_dir/<split>/`` and the transform graph to
-    ``transform_dir``; returns the number of images per split.
+    ``transform_dir``; returns the number of records per split.
 
-    The vocabulary and any other analysis see only the train split.
+    The vocabulary and any other analysis see only the train split. With ``rebalance_to``,
+    every class with fewer train images gets augmented copies up to that many.
     """
     if resize_policy not in RESIZE_POLICIES:
         raise ValueError(
@@ -130,6 +132,8 @@ def preprocess(
     if counts["train"] == 0:
         raise ValueError("The manifest has no train images; nothing to preprocess.")
     multi_label = manifest.is_multi_label(frame)
+    copies = _copy_plan(frame, rebalance_to)
+    counts["train"] += len(copies)
     options = PipelineOptions(beam_pipeline_args or ["--runner=DirectRunner"])
     raw_tfxio = tfxio.TFExampleBeamRecord(
         physical_format="inmem",
@@ -164,7 +168,12 @@ def preprocess(
         )
         for split in (split for split in manifest.SPLITS if counts[split]):
             transformed, _ = (
-                (_read_split(pipeline, frame, split, raw_tfxio), raw_data_config),
+                (
+                    _read_split(
+                        pipeline, frame, split, raw_tfxio, copies if split == "train" else []
+                    ),
+                    raw_data_config,
+                ),
                 transform_fn,
             ) | f"Transform{split.title()}" >> tft_beam.TransformDataset(output_record_batches=True)
             _ = (
@@ -204,26 +213,51 @@ def split_file_pattern(examples_dir: str, split: str) -> str:
     return storage.join(examples_dir, split, f"part-*{TFRECORD_SUFFIX}")
 
 
+def _copy_plan(frame, rebalance_to: int) -> list[tuple[str, str, int]]:
+    if rebalance_to <= 0:
+        return []
+    if manifest.is_multi_label(frame):
+        raise ValueError(
+            "rebalance_to works on single-label data: copying an image of several labels "
+            "to raise one label's count raises the others' too. Set rebalance_to=0."
+        )
+    copies = rebalance.copy_plan(manifest.split_rows(frame, "train"), rebalance_to)
+    log.info("Rebalancing: %d augmented copies bring every class to %d", len(copies), rebalance_to)
+    return copies
+
+
 def _read_split(
-    pipeline: beam.Pipeline, frame, split: str, raw_tfxio: tfxio.TFExampleBeamRecord
+    pipeline: beam.Pipeline,
+    frame,
+    split: str,
+    raw_tfxio: tfxio.TFExampleBeamRecord,
+    copies: list[tuple[str, str, int]],
 ) -> beam.PCollection:
-    """The split's images and labels as Arrow RecordBatches; only the URIs are listed up
-    front, each worker reads the files it is given."""
+    """The split's images and labels, and any augmented ``copies`` ``(uri, label, seed)``, as
+    Arrow RecordBatches; only the URIs are listed up front, each worker reads the files it is
+    given."""
     rows = manifest.split_rows(frame, split)
     multi_label = manifest.is_multi_label(frame)
     labels = manifest.label_sets(rows) if multi_label else rows["label"].tolist()
-    pairs = list(zip(rows["uri"], labels, strict=True))
+    originals = [(uri, label, None) for uri, label in zip(rows["uri"], labels, strict=True)]
     return (
         pipeline
-        | f"List{split.title()}" >> beam.Create(pairs)
+        | f"List{split.title()}" >> beam.Create(originals + copies)
         # Spread the reads across workers instead of keeping them on the one that listed them.
         | f"Spread{split.title()}" >> beam.Reshuffle()
         | f"Read{split.title()}"
         >> beam.MapTuple(
-            lambda uri, labels: _raw_example(storage.read_bytes(uri), labels, multi_label)
+            lambda uri, labels, copy_seed: _raw_example(
+                _image_bytes(uri, copy_seed), labels, multi_label
+            )
         )
         | f"Batch{split.title()}" >> raw_tfxio.BeamSource(batch_size=_IMAGES_PER_RECORD_BATCH)
     )
+
+
+def _image_bytes(uri: str, copy_seed: int | None) -> bytes:
+    data = storage.read_bytes(uri)
+    return data if copy_seed is None else rebalance.augmented_copy(data, copy_seed)
 
 
 def _train_labels(

@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         default="pad",
         help="square images by padding (keeps everything) or a centre crop (no bars)",
     )
+    run.add_argument(
+        "--rebalance-to",
+        type=int,
+        default=0,
+        help="write augmented copies of train images until every class has this many "
+        "(single-label data; 0: off)",
+    )
     run.add_argument("--epochs", type=int, default=5, help="stage 1: head only")
     run.add_argument("--fine-tune-epochs", type=int, default=3, help="stage 2: top unfrozen")
     run.add_argument("--batch-size", type=int, default=32)
@@ -181,6 +188,7 @@ def _run(args: argparse.Namespace) -> int:
         "weights": args.weights,
         "image_size": args.image_size,
         "resize_policy": args.resize_policy,
+        "rebalance_to": args.rebalance_to,
         "epochs": args.epochs,
         "fine_tune_epochs": args.fine_tune_epochs,
         "batch_size": args.batch_size,

@@ -31,6 +31,7 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
         max_label_drift: float = 0.5,
         image_size: int = 224,
         resize_policy: str = "pad",
+        rebalance_to: int = 0,
         beam_pipeline_args: list = ["--runner=DirectRunner"],  # noqa: B006 - a KFP default
         backbone: str = "mobilenet",
         weights: str = "imagenet",
@@ -75,6 +76,7 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
             validated_manifest=validated.outputs["validated_manifest"],
             image_size=image_size,
             resize_policy=resize_policy,
+            rebalance_to=rebalance_to,
             beam_pipeline_args=beam_pipeline_args,
         )
         preprocessed.set_container_image(step_image)
