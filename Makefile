@@ -10,7 +10,7 @@ SAMPLE_ARGS := --data sample:digits --backbone mobilenet --alpha 0.5 --weights n
 	--image-size 32 --epochs 8 --fine-tune-epochs 0 --learning-rate 0.002 \
 	--augmentations rotation,zoom
 
-.PHONY: venv run test test-fast lint compile clean
+.PHONY: venv run test test-fast lint compile bench clean
 
 venv: $(INSTALLED)
 
@@ -33,6 +33,10 @@ test-fast: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Speed and memory against the baselines they replace, measured in one run: bench/results.md.
+bench: $(INSTALLED)
+	$(BIN)/python -m bench.run
 
 compile: $(INSTALLED)
 	$(BIN)/imgclf compile -o build/pipeline.yaml

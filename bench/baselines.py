@@ -1,0 +1,76 @@
+"""What the benchmarks measure us against: the seeds' input pipeline and the plain loop a
+person would write without Beam, plus the photos they all read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from PIL import Image
+
+from components import preprocess
+
+# The seeds' augmentation, in ImageDataGenerator's terms, matching AUGMENTATIONS in run.py:
+# horizontal flips, rotation up to 18 degrees, zoom up to 10%.
+SEED_AUGMENTATION = {"horizontal_flip": True, "rotation_range": 18, "zoom_range": 0.1}
+_MADE_CLASSES = 10
+_MADE_PER_SPLIT = {"train": 300, "validation": 40, "test": 40}
+
+
+def photo_tree(clothing: Path, folder: Path) -> tuple[Path, str]:
+    """``split/class/*.jpg`` photos: the shared clothing photos when they are there, else
+    made ones of the same size (400x533 JPEGs, one colour per class, noise on top)."""
+    if clothing.is_dir():
+        return clothing, f"{clothing} (real photos, about 400x533 JPEG)"
+    rng = np.random.default_rng(0)
+    colours = rng.integers(30, 225, (_MADE_CLASSES, 3))
+    for split, count in _MADE_PER_SPLIT.items():
+        for label, colour in enumerate(colours):
+            target = folder / split / f"class-{label}"
+            target.mkdir(parents=True, exist_ok=True)
+            for i in range(count // _MADE_CLASSES):
+                pixels = np.clip(colour + rng.normal(0, 40, (533, 400, 3)), 0, 255)
+                Image.fromarray(pixels.astype(np.uint8)).save(target / f"{i}.jpg", quality=90)
+    return folder, f"made: {sum(_MADE_PER_SPLIT.values())} 400x533 JPEGs in {_MADE_CLASSES} classes"
+
+
+def decode_resize_write_loop(rows: pd.DataFrame, path: Path, image_size: int) -> None:
+    """One process, one image at a time: read, decode and resize exactly as preprocess does,
+    and write gzip TFRecords."""
+    labels = {label: i for i, label in enumerate(sorted(rows["label"].unique()))}
+    options = tf.io.TFRecordOptions(compression_type="GZIP")
+    with tf.io.TFRecordWriter(str(path), options) as writer:
+        for uri, label in zip(rows["uri"], rows["label"], strict=True):
+            image = preprocess.decode_and_resize(Path(uri).read_bytes(), image_size)
+            feature = {
+                preprocess.IMAGE_KEY: tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[tf.io.serialize_tensor(image).numpy()])
+                ),
+                preprocess.LABEL_ID_KEY: tf.train.Feature(
+                    int64_list=tf.train.Int64List(value=[labels[label]])
+                ),
+            }
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            writer.write(example.SerializeToString())
+
+
+def seed_image_generator(
+    train_dir: Path, image_size: int, batch_size: int, augmentation: dict | None = None
+):
+    """The seeds' training input: ``ImageDataGenerator.flow_from_directory`` with their
+    augmentation (or ``augmentation``), rescaled to [0, 1]."""
+    # Keras 3 keeps ImageDataGenerator only under its legacy package; it is the baseline.
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+    augmentation = SEED_AUGMENTATION if augmentation is None else augmentation
+    generator = ImageDataGenerator(rescale=1 / 255, **augmentation)
+    return generator.flow_from_directory(
+        str(train_dir),
+        target_size=(image_size, image_size),
+        batch_size=batch_size,
+        class_mode="categorical",
+        shuffle=True,
+        seed=0,
+    )

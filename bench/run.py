@@ -1,0 +1,416 @@
+"""`make bench`: speed and memory of the pipeline's steps against the baselines they replace,
+measured in the same run on the same images.
+
+Each figure is repeated and reported as min, median and max; each ratio divides medians.
+Writes ``bench/results.json`` and ``bench/results.md`` and prints the table.
+
+    python -m bench.run [--repeats 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+
+from bench import baselines  # noqa: E402
+from components import augmentation, manifest, preprocess, serving  # noqa: E402
+from components.ingest import ingest  # noqa: E402
+from components.train import TrainConfig, build_model, make_dataset  # noqa: E402
+
+log = logging.getLogger("bench")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("IMGCLF_SHARED", REPO.parent / "shared"))
+CLOTHING = SHARED / "data" / "clothing-small"
+RESULTS = REPO / "bench"
+IMAGE_SIZE = 224
+BATCH_SIZE = 32
+AUGMENTATIONS = "flip,rotation,zoom"
+
+
+@dataclass
+class Figure:
+    name: str
+    unit: str
+    values: list[float]
+
+    def __post_init__(self):
+        self.values = [float(value) for value in self.values]
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "min": min(self.values),
+            "median": statistics.median(self.values),
+            "max": max(self.values),
+        }
+
+
+@dataclass
+class Comparison:
+    """Ours against a baseline; ``ratio`` is ours / baseline of the medians, and the target
+    says which way is better."""
+
+    title: str
+    ours: Figure
+    baseline: Figure
+    target: str
+    higher_is_better: bool
+    target_ratio: float
+    note: str = ""
+    ratio: float = field(init=False)
+    met: bool = field(init=False)
+
+    def __post_init__(self):
+        self.ratio = float(self.ours.summary()["median"] / self.baseline.summary()["median"])
+        self.met = bool(
+            self.ratio >= self.target_ratio
+            if self.higher_is_better
+            else self.ratio <= self.target_ratio
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer images and batches: a smoke run, not figures"
+    )
+    parser.add_argument("--output", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    scale = 0.1 if args.quick else 1.0
+
+    with tempfile.TemporaryDirectory(prefix="imgclf-bench-") as work:
+        work = Path(work)
+        photos, source = baselines.photo_tree(CLOTHING, work / "photos")
+        log.info("Images: %s", source)
+        full = ingest(str(photos), str(work / "manifest"))
+        comparisons = [
+            *preprocess_benchmarks(full, work, args.repeats, scale),
+            *training_input_benchmarks(photos, work, args.repeats, scale),
+            serving_benchmark(work, args.repeats, scale),
+            end_to_end_benchmark(photos, work, scale),
+        ]
+    results = {
+        "machine": machine(),
+        "images": source,
+        "comparisons": [
+            {
+                **asdict(c),
+                "ours": {**asdict(c.ours), **c.ours.summary()},
+                "baseline": {**asdict(c.baseline), **c.baseline.summary()},
+            }
+            for c in comparisons
+        ],
+    }
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results, comparisons)
+    (output / "results.md").write_text(table)
+    print(table)
+    return 0
+
+
+def preprocess_benchmarks(full, work: Path, repeats: int, scale: float) -> list[Comparison]:
+    """TFT on Beam against a one-process decode-resize-write loop; then peak memory of the
+    step at 1x and 10x the images."""
+    images = max(50, int(len(full) * scale))
+    subset = _subset(full, images, work / "subset")
+    ours, loop = [], []
+    for repeat in range(repeats):
+        out = work / f"preprocess-{repeat}"
+        started = time.perf_counter()
+        preprocess.preprocess(
+            str(subset), str(out / "examples"), str(out / "transform"), IMAGE_SIZE
+        )
+        ours.append(images / (time.perf_counter() - started))
+        started = time.perf_counter()
+        baselines.decode_resize_write_loop(
+            manifest.read(subset), out / "loop.tfrecord.gz", IMAGE_SIZE
+        )
+        loop.append(images / (time.perf_counter() - started))
+    speed = Comparison(
+        f"Preprocess {images} photos to {IMAGE_SIZE}px TFRecords",
+        Figure("tensorflow-transform on Beam (DirectRunner)", "images/s", ours),
+        Figure("single-process decode-resize-write loop", "images/s", loop),
+        target="at least 1x",
+        higher_is_better=True,
+        target_ratio=1.0,
+    )
+
+    small = max(30, int(300 * scale))
+    memory = {}
+    for factor in (1, 10):
+        folder = _subset(full, small * factor, work / f"memory-{factor}")
+        memory[factor] = [
+            _peak_memory_of_preprocess(folder, work / f"memory-{factor}-{r}") / 2**20
+            for r in range(repeats)
+        ]
+    peak = Comparison(
+        f"Preprocess peak memory, {small * 10} photos against {small}",
+        Figure(f"{small * 10} images", "MiB", memory[10]),
+        Figure(f"{small} images", "MiB", memory[1]),
+        target="within 1.2x",
+        higher_is_better=False,
+        target_ratio=1.2,
+        note="peak resident memory of a process running the step (in-memory DirectRunner)",
+    )
+    return [speed, peak]
+
+
+def training_input_benchmarks(
+    photos: Path, work: Path, repeats: int, scale: float
+) -> list[Comparison]:
+    """Images/s reaching the model, augmented and batched: our TFRecords through tf.data and
+    the model's augmentation layers, against the seeds' ImageDataGenerator on the JPEGs; and
+    the same without augmentation, which on a GPU node runs on the GPU instead."""
+    batches = max(5, int(60 * scale))
+    out = work / "preprocess-0"
+    transform = tft.TFTransformOutput(str(out / "transform"))
+    config = TrainConfig(
+        weights="none",
+        image_size=IMAGE_SIZE,
+        batch_size=BATCH_SIZE,
+        augmentations=AUGMENTATIONS,
+    )
+    layers = augmentation.augmentation_layers(AUGMENTATIONS, seed=0)
+
+    @tf.function
+    def augment(images):
+        for layer in layers:
+            images = layer(images, training=True)
+        return images
+
+    epoch = make_dataset(str(out / "examples"), "train", transform, config, training=True)
+    for _ in epoch:  # the first pass reads the files and fills the in-memory cache
+        pass
+    dataset = epoch.repeat()
+    ours = [
+        _images_per_second(((augment(x), y) for x, y in dataset), batches) for _ in range(repeats)
+    ]
+    plain = [_images_per_second(dataset, batches) for _ in range(repeats)]
+    generator = baselines.seed_image_generator(photos / "train", IMAGE_SIZE, BATCH_SIZE)
+    seeds = [_images_per_second(generator, batches) for _ in range(repeats)]
+    generator = baselines.seed_image_generator(photos / "train", IMAGE_SIZE, BATCH_SIZE, {})
+    seeds_plain = [_images_per_second(generator, batches) for _ in range(repeats)]
+    with_augmentation = Comparison(
+        f"Training input: {batches} batches of {BATCH_SIZE} at {IMAGE_SIZE}px, augmented "
+        f"({AUGMENTATIONS})",
+        Figure("TFRecords -> tf.data -> Keras augmentation layers", "images/s", ours),
+        Figure("ImageDataGenerator.flow_from_directory on the JPEGs", "images/s", seeds),
+        target="at least 10x",
+        higher_is_better=True,
+        target_ratio=10.0,
+        note="both after a warm-up batch; ours reads the split cached in memory after its "
+        "first pass, as training does when it fits",
+    )
+    without = Comparison(
+        f"Training input without augmentation: {batches} batches of {BATCH_SIZE} at {IMAGE_SIZE}px",
+        Figure("TFRecords -> tf.data", "images/s", plain),
+        Figure("ImageDataGenerator.flow_from_directory on the JPEGs", "images/s", seeds_plain),
+        target="at least 10x",
+        higher_is_better=True,
+        target_ratio=10.0,
+    )
+    return [with_augmentation, without]
+
+
+def serving_benchmark(work: Path, repeats: int, scale: float) -> Comparison:
+    """p50 latency at batch 1 of the serving signature on raw JPEG bytes, against the bare
+    Keras model on an already-decoded, resized tensor."""
+    calls = max(20, int(200 * scale))
+    out = work / "preprocess-0"
+    transform_dir = str(out / "transform")
+    vocabulary = tft.TFTransformOutput(transform_dir).vocabulary_by_name(
+        preprocess.LABEL_VOCABULARY
+    )
+    class_names = [name.decode() for name in vocabulary]
+    config = TrainConfig(weights="none", alpha=0.25, image_size=IMAGE_SIZE, augmentations="none")
+    model, _ = build_model(config, len(class_names))
+    export_dir = str(work / "served")
+    serving.export(model, transform_dir, class_names, IMAGE_SIZE, export_dir)
+    served = serving.ServedModel(export_dir)
+    test = manifest.split_rows(manifest.read(work / "subset"), "test")
+    raw = [Path(uri).read_bytes() for uri in test["uri"][:8]]
+    tensors = [
+        tf.cast(preprocess.decode_and_resize(data, IMAGE_SIZE), tf.float32)[tf.newaxis]
+        for data in raw
+    ]
+    bare = tf.function(lambda images: model(images, training=False))
+
+    def latencies(call, inputs) -> list[float]:
+        call(inputs[0])
+        times = []
+        for i in range(calls):
+            started = time.perf_counter()
+            call(inputs[i % len(inputs)])
+            times.append((time.perf_counter() - started) * 1000)
+        return times
+
+    ours, keras_model = [], []
+    for _ in range(repeats):
+        ours.append(np.percentile(latencies(lambda b: served.predict([b]), raw), 50))
+        keras_model.append(np.percentile(latencies(lambda t: bare(t).numpy(), tensors), 50))
+    return Comparison(
+        f"Serving latency, batch 1, p50 over {calls} calls",
+        Figure("serving signature on JPEG bytes (decode + resize inside)", "ms", ours),
+        Figure("bare Keras model on a decoded, resized tensor", "ms", keras_model),
+        target="within 1.3x",
+        higher_is_better=False,
+        target_ratio=1.3,
+        note="MobileNet v1 alpha 0.25 at 224 px",
+    )
+
+
+def end_to_end_benchmark(photos: Path, work: Path, scale: float) -> Comparison:
+    """Wall time of a whole local ``imgclf run`` against its train step alone, on the same
+    artifacts, both in fresh processes."""
+    weights = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
+    image_size = IMAGE_SIZE if scale == 1.0 else 96
+    config = TrainConfig(
+        weights=str(weights) if weights.is_file() else "none",
+        alpha=0.25,
+        image_size=image_size,
+        epochs=2 if scale == 1.0 else 1,
+        fine_tune_epochs=1 if scale == 1.0 else 0,
+    )
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "run",
+            *("--data", str(photos), "--pipeline-root", str(work / "runs")),
+            *("--serving-dir", str(work / "serving"), "--min-accuracy", "0"),
+            *("--backbone", config.backbone, "--alpha", str(config.alpha)),
+            *("--weights", config.weights, "--image-size", str(image_size)),
+            *("--epochs", str(config.epochs), "--fine-tune-epochs", str(config.fine_tune_epochs)),
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    run_seconds = time.perf_counter() - started
+    step = next((work / "runs").glob("imgclf-*")) / "preprocess"
+    code = (
+        "from components.train import TrainConfig, train\n"
+        f"train({str(step / 'examples')!r}, {str(step / 'transform_graph')!r}, "
+        f"{str(work / 'train-alone')!r}, TrainConfig(**{asdict(config)!r}))\n"
+    )
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True)
+    train_seconds = time.perf_counter() - started
+    return Comparison(
+        f"End to end: imgclf run against its train step alone ({config.epochs}+"
+        f"{config.fine_tune_epochs} epochs at {image_size}px)",
+        Figure("imgclf run, all steps through kfp.local", "s", [run_seconds]),
+        Figure("the train step alone", "s", [train_seconds]),
+        target="within 1.5x",
+        higher_is_better=False,
+        target_ratio=1.5,
+        note="one run each (minutes apiece)",
+    )
+
+
+def _subset(full, images: int, folder: Path) -> Path:
+    """The first ``images`` rows in a fixed order, every split kept, as a manifest folder."""
+    rows = full.sort_values("sha256").head(images)
+    if not (rows["split"] == "train").any():
+        raise ValueError(f"A subset of {images} images has no train image.")
+    manifest.write(rows, folder)
+    return folder
+
+
+def _peak_memory_of_preprocess(manifest_dir: Path, out: Path) -> int:
+    """Bytes: the peak resident memory of a fresh process that runs preprocess."""
+    code = (
+        "import resource, sys\n"
+        "from components.preprocess import preprocess\n"
+        f"preprocess({str(manifest_dir)!r}, {str(out / 'examples')!r}, "
+        f"{str(out / 'transform')!r}, {IMAGE_SIZE})\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return int(result.stdout.split()[-1]) * 1024  # ru_maxrss is in KiB on Linux
+
+
+def _images_per_second(batches, count: int) -> float:
+    """Over ``count`` ``(images, labels)`` batches after a warm-up one (tracing, opening
+    files)."""
+    iterator = iter(batches)
+    next(iterator)
+    images = 0
+    started = time.perf_counter()
+    for _ in range(count):
+        images += int(next(iterator)[0].shape[0])
+    return images / (time.perf_counter() - started)
+
+
+def machine() -> dict:
+    packages = ("tensorflow", "tensorflow-transform", "apache-beam", "keras", "kfp")
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+        "packages": {name: metadata.version(name) for name in packages},
+        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+    }
+
+
+def markdown(results: dict, comparisons: list[Comparison]) -> str:
+    m = results["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    lines = [
+        "# imgclf benchmarks",
+        "",
+        f"{m['platform']}, Python {m['python']}, {m['cpus']} CPUs, {m['memory_gib']} GiB, "
+        f"{m['gpus']} GPUs; {versions}.",
+        f"Images: {results['images']}.",
+        "",
+        "| benchmark | ours (min / median / max) | baseline (min / median / max) | ratio | "
+        "target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in comparisons:
+        lines.append(
+            f"| {c.title} | {_cell(c.ours)} | {_cell(c.baseline)} | {c.ratio:.2f}x | "
+            f"{c.target} | {'yes' if c.met else '**no**'} |"
+        )
+    lines.append("")
+    for c in comparisons:
+        if c.note:
+            lines.append(f"- {c.title}: {c.note}.")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(figure: Figure) -> str:
+    s = figure.summary()
+    return f"{figure.name}: {s['min']:.1f} / {s['median']:.1f} / {s['max']:.1f} {figure.unit}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
