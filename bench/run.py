@@ -196,6 +196,7 @@ def training_input_benchmarks(
 
     @tf.function
     def augment(images):
+        images = tf.cast(images, tf.float32)  # as the model's input does
         for layer in layers:
             images = layer(images, training=True)
         return images

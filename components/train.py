@@ -211,9 +211,11 @@ def make_dataset(
     config: TrainConfig,
     training: bool,
 ) -> tf.data.Dataset:
-    """Batches of ``(float32 images in [0, 255], labels)`` from the TFRecords, labels as
-    float32 one-hot rows (multi-hot for multi-label data). Training data is shuffled and gets
-    the batch-mixing augmentations (MixUp, CutMix), which blend labels too."""
+    """Batches of ``(images, labels)`` from the TFRecords: uint8 images (the model casts them,
+    on the GPU where there is one: a quarter of float32's bytes to move) and float32 one-hot
+    label rows (multi-hot for multi-label data). Training data is shuffled and gets the
+    batch-mixing augmentations (MixUp, CutMix), which blend labels too and so give float32
+    images in [0, 255]."""
     files = sorted(tf.io.gfile.glob(preprocess.split_file_pattern(examples_dir, split)))
     if not files:
         raise FileNotFoundError(f"No {split} TFRecords in {examples_dir}.")
@@ -224,9 +226,7 @@ def make_dataset(
 
     def parse(records):
         features = tf.io.parse_example(records, feature_spec)
-        images = tf.cast(
-            preprocess.parse_images(features[preprocess.IMAGE_KEY], image_size), tf.float32
-        )
+        images = preprocess.parse_images(features[preprocess.IMAGE_KEY], image_size)
         if not multi_label:
             return images, tf.one_hot(features[preprocess.LABEL_ID_KEY], num_classes)
         label_ids = features[preprocess.LABEL_IDS_KEY]
@@ -251,7 +251,10 @@ def make_dataset(
     dataset = dataset.batch(config.batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     mix = augmentation.batch_mixing(config.augmentations, config.seed) if training else None
     if mix is not None:
-        dataset = dataset.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(
+            lambda images, labels: mix(tf.cast(images, tf.float32), labels),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
