@@ -144,6 +144,11 @@ def train(
     learning_rate: float,
     augmentations: str,
     early_stopping_patience: int,
+    optimizer: str,
+    learning_rate_schedule: str,
+    warmup_epochs: int,
+    label_smoothing: float,
+    class_weight: str,
     model: Output[Model],
     metrics: Output[Metrics],
 ):
@@ -165,6 +170,11 @@ def train(
         learning_rate=learning_rate,
         augmentations=augmentations,
         early_stopping_patience=early_stopping_patience,
+        optimizer=optimizer,
+        learning_rate_schedule=learning_rate_schedule,
+        warmup_epochs=warmup_epochs,
+        label_smoothing=label_smoothing,
+        class_weight=class_weight,
     )
     result = train_model(examples.path, transform_graph.path, model.path, config)
     for name, value in result.final_metrics.items():

@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,9 @@ _SHUFFLE_BUFFER = 2048
 # A split is cached in memory, decoded, when it takes at most this share of the memory
 # available to the step; the rest is for the model, the batches and the runtime.
 CACHE_MEMORY_SHARE = 0.25
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
+CLASS_WEIGHTS = ("none", "balanced")
 
 
 @dataclass
@@ -55,7 +59,29 @@ class TrainConfig:
     dropout: float = 0.2
     augmentations: str = augmentation.DEFAULT_AUGMENTATIONS
     early_stopping_patience: int = 3
+    optimizer: str = "adam"
+    # "cosine": linear warmup over warmup_epochs, then cosine decay to zero over each stage.
+    learning_rate_schedule: str = "constant"
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    # "balanced": each class weighs train images / (classes x its images), as scikit-learn's.
+    class_weight: str = "none"
+    # Where each epoch is backed up, so that a killed and restarted step resumes; "" for none.
+    checkpoint_dir: str = ""
     seed: int = 42
+
+    def __post_init__(self):
+        for name, choices in (
+            ("optimizer", OPTIMIZERS),
+            ("learning_rate_schedule", LEARNING_RATE_SCHEDULES),
+            ("class_weight", CLASS_WEIGHTS),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(choices)}, not {getattr(self, name)!r}."
+                )
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), not {self.label_smoothing}.")
 
 
 @dataclass
@@ -66,6 +92,8 @@ class TrainResult:
     thresholds: list[float] | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
     stages: list[str] = field(default_factory=list)
+    train_images: int = 0
+    class_weights: dict[int, float] | None = None
 
     @property
     def final_metrics(self) -> dict[str, float]:
@@ -89,12 +117,28 @@ def train(
         " (multi-label)" if multi_label else "",
         class_names,
     )
+    if multi_label and config.class_weight != "none":
+        raise ValueError(
+            "class_weight='balanced' weighs an image by its one class; multi-label images have "
+            "several. Use class_weight='none' (thresholds per class already adapt to rare "
+            "labels)."
+        )
     train_data = make_dataset(examples_dir, "train", tft_output, config, training=True)
     validation_data = _optional_split(examples_dir, "validation", tft_output, config)
 
     pretrained = config.weights.lower() != "none"
     model, backbone = build_model(config, len(class_names), multi_label)
-    result = TrainResult(class_names=class_names, multi_label=multi_label)
+    result = TrainResult(
+        class_names=class_names,
+        multi_label=multi_label,
+        train_images=preprocess.read_counts(examples_dir)["train"],
+    )
+    if config.class_weight == "balanced":
+        counts = _train_label_counts(examples_dir, len(class_names))
+        result.class_weights = balanced_class_weights(counts)
+        log.info(
+            "Class weights: %s", dict(zip(class_names, result.class_weights.values(), strict=True))
+        )
     if pretrained:
         backbone.trainable = False
         _fit(
@@ -279,34 +323,135 @@ def _optional_split(examples_dir, split, tft_output, config) -> tf.data.Dataset 
 def _fit(model, stage, train_data, validation_data, learning_rate, epochs, config, result):
     if epochs <= 0:
         return
-    log.info("Stage %s: %d epochs at learning rate %g", stage, epochs, learning_rate)
+    if _restore_finished_stage(model, stage, config, result):
+        return
+    log.info(
+        "Stage %s: %d epochs, %s at learning rate %g (%s)",
+        stage,
+        epochs,
+        config.optimizer,
+        learning_rate,
+        config.learning_rate_schedule,
+    )
     if result.multi_label:
-        loss = keras.losses.BinaryCrossentropy()
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing)
         metrics = [
             keras.metrics.BinaryAccuracy(name="binary_accuracy"),
             keras.metrics.AUC(curve="PR", multi_label=True, name="average_precision"),
         ]
     else:
-        loss = keras.losses.CategoricalCrossentropy()
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+    steps_per_epoch = math.ceil(result.train_images / config.batch_size)
+    model.compile(
+        optimizer=make_optimizer(config, learning_rate, steps_per_epoch * epochs, steps_per_epoch),
+        loss=loss,
+        metrics=metrics,
+    )
     monitor = "val_loss" if validation_data is not None else "loss"
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor=monitor,
+            patience=config.early_stopping_patience,
+            restore_best_weights=True,
+        )
+    ]
+    if config.checkpoint_dir:
+        callbacks.append(
+            keras.callbacks.BackupAndRestore(storage.join(config.checkpoint_dir, stage))
+        )
     history = model.fit(
         train_data,
         validation_data=validation_data,
         epochs=epochs,
         verbose=2,
-        callbacks=[
-            keras.callbacks.EarlyStopping(
-                monitor=monitor,
-                patience=config.early_stopping_patience,
-                restore_best_weights=True,
-            )
-        ],
+        callbacks=callbacks,
+        class_weight=result.class_weights,
     )
-    for name, values in history.history.items():
-        result.history.setdefault(name, []).extend(float(v) for v in values)
-    result.stages.extend([stage] * len(history.epoch))
+    stage_history = {name: [float(v) for v in values] for name, values in history.history.items()}
+    _record_stage(result, stage, stage_history)
+    if config.checkpoint_dir:
+        # BackupAndRestore deletes its backup when the stage ends; this keeps the outcome, so a
+        # restart after this point skips the stage instead of training it again.
+        model.save_weights(_finished_stage_file(config, stage, "weights.h5"))
+        tf.io.gfile.GFile(_finished_stage_file(config, stage, "history.json"), "w").write(
+            json.dumps(stage_history)
+        )
+
+
+def make_optimizer(
+    config: TrainConfig, learning_rate: float, total_steps: int, steps_per_epoch: int
+) -> keras.optimizers.Optimizer:
+    """The configured optimizer; with the cosine schedule, a linear warmup over
+    ``warmup_epochs`` to ``learning_rate`` and a cosine decay to zero by ``total_steps``."""
+    rate = learning_rate
+    if config.learning_rate_schedule == "cosine":
+        warmup_steps = min(config.warmup_epochs * steps_per_epoch, total_steps - 1)
+        rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup_steps else learning_rate,
+            decay_steps=max(total_steps - warmup_steps, 1),
+            warmup_target=learning_rate if warmup_steps else None,
+            warmup_steps=warmup_steps,
+        )
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(rate, momentum=0.9, nesterov=True)
+    optimizer = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "rmsprop": keras.optimizers.RMSprop,
+    }[config.optimizer]
+    return optimizer(rate)
+
+
+def balanced_class_weights(label_counts: Sequence[int]) -> dict[int, float]:
+    """scikit-learn's "balanced": images / (classes x the class's images); a class without
+    train images weighs nothing."""
+    total, classes = sum(label_counts), len(label_counts)
+    return {
+        index: (total / (classes * count) if count else 0.0)
+        for index, count in enumerate(label_counts)
+    }
+
+
+def _train_label_counts(examples_dir: str, num_classes: int) -> list[int]:
+    """Train images per label id, read from the records' labels alone."""
+    files = tf.io.gfile.glob(preprocess.split_file_pattern(examples_dir, "train"))
+    spec = {preprocess.LABEL_ID_KEY: tf.io.FixedLenFeature([], tf.int64)}
+    label_ids = (
+        tf.data.TFRecordDataset(files, compression_type="GZIP")
+        .batch(1024)
+        .map(lambda records: tf.io.parse_example(records, spec)[preprocess.LABEL_ID_KEY])
+    )
+    counts = np.zeros(num_classes, np.int64)
+    for batch in label_ids:
+        counts += np.bincount(batch.numpy(), minlength=num_classes)[:num_classes]
+    return counts.tolist()
+
+
+def _record_stage(result: TrainResult, stage: str, history: dict[str, list[float]]) -> None:
+    for name, values in history.items():
+        result.history.setdefault(name, []).extend(values)
+    result.stages.extend([stage] * len(next(iter(history.values()), [])))
+
+
+def _finished_stage_file(config: TrainConfig, stage: str, suffix: str) -> str:
+    return storage.join(config.checkpoint_dir, f"{stage}-finished.{suffix}")
+
+
+def _restore_finished_stage(model, stage: str, config: TrainConfig, result: TrainResult) -> bool:
+    """After a restart: loads a stage that had finished, and says so."""
+    if not config.checkpoint_dir:
+        return False
+    weights = _finished_stage_file(config, stage, "weights.h5")
+    if not tf.io.gfile.exists(weights):
+        return False
+    model.load_weights(weights)
+    history = json.loads(
+        tf.io.gfile.GFile(_finished_stage_file(config, stage, "history.json")).read()
+    )
+    _record_stage(result, stage, history)
+    log.info("Stage %s had finished before a restart: its weights are restored", stage)
+    return True
 
 
 def per_class_thresholds(model: keras.Model, data: tf.data.Dataset) -> list[float]:

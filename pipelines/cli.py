@@ -9,6 +9,12 @@ from pathlib import Path
 
 from components.augmentation import AUGMENTATIONS, DEFAULT_AUGMENTATIONS
 
+# components.train's choices, repeated so that parsing arguments does not start TensorFlow
+# (a test keeps them equal).
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
+CLASS_WEIGHTS = ("none", "balanced")
+
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -70,6 +76,21 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=3,
         help="epochs without a better validation loss before a stage stops (best weights kept)",
+    )
+    run.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    run.add_argument(
+        "--learning-rate-schedule",
+        choices=LEARNING_RATE_SCHEDULES,
+        default="constant",
+        help="cosine: linear warmup over --warmup-epochs, then cosine decay over each stage",
+    )
+    run.add_argument("--warmup-epochs", type=int, default=0)
+    run.add_argument("--label-smoothing", type=float, default=0.0)
+    run.add_argument(
+        "--class-weight",
+        choices=CLASS_WEIGHTS,
+        default="none",
+        help="balanced: weigh each class inversely to its train images (single-label data)",
     )
     run.add_argument("--min-side", type=int, default=16)
     run.add_argument("--min-images-per-class", type=int, default=5)
@@ -194,6 +215,11 @@ def _run(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
         "early_stopping_patience": args.early_stopping_patience,
+        "optimizer": args.optimizer,
+        "learning_rate_schedule": args.learning_rate_schedule,
+        "warmup_epochs": args.warmup_epochs,
+        "label_smoothing": args.label_smoothing,
+        "class_weight": args.class_weight,
         "augmentations": args.augmentations,
         "min_side": args.min_side,
         "min_images_per_class": args.min_images_per_class,

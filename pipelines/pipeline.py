@@ -42,6 +42,11 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
         learning_rate: float = 1e-3,
         augmentations: str = DEFAULT_AUGMENTATIONS,
         early_stopping_patience: int = 3,
+        optimizer: str = "adam",
+        learning_rate_schedule: str = "constant",
+        warmup_epochs: int = 0,
+        label_smoothing: float = 0.0,
+        class_weight: str = "none",
         min_accuracy: float = 0.5,
         min_macro_f1: float = 0.0,
         max_regression: float = 0.0,
@@ -93,6 +98,11 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
             learning_rate=learning_rate,
             augmentations=augmentations,
             early_stopping_patience=early_stopping_patience,
+            optimizer=optimizer,
+            learning_rate_schedule=learning_rate_schedule,
+            warmup_epochs=warmup_epochs,
+            label_smoothing=label_smoothing,
+            class_weight=class_weight,
         )
         trained.set_container_image(gpu_image)
         trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)

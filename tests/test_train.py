@@ -1,5 +1,10 @@
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import keras
@@ -7,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
-from conftest import IMAGE_SIZE, MOBILENET_WEIGHTS, needs_weights
+from conftest import IMAGE_SIZE, MOBILENET_WEIGHTS, REPO, needs_weights
 
 from components import manifest, serving, storage, train
 from components.backbones import BACKBONES
@@ -174,3 +179,119 @@ def test_a_split_that_fits_in_memory_is_read_from_disk_once(
     else:
         with pytest.raises(tf.errors.NotFoundError):
             list(data)
+
+
+def test_the_cli_offers_the_trainers_choices():
+    from pipelines import cli
+
+    assert cli.OPTIMIZERS == train.OPTIMIZERS
+    assert cli.LEARNING_RATE_SCHEDULES == train.LEARNING_RATE_SCHEDULES
+    assert cli.CLASS_WEIGHTS == train.CLASS_WEIGHTS
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"optimizer": "lbfgs"}, "optimizer must be one of adam, adamw, sgd, rmsprop"),
+        ({"learning_rate_schedule": "step"}, "learning_rate_schedule must be one of constant"),
+        ({"class_weight": "inverse"}, "class_weight must be one of none, balanced"),
+        ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
+    ],
+)
+def test_unknown_training_options_are_refused(option, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**option)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    config = TrainConfig(optimizer="sgd", learning_rate_schedule="cosine", warmup_epochs=1)
+    optimizer = train.make_optimizer(config, 0.1, total_steps=50, steps_per_epoch=10)
+    schedule = optimizer._learning_rate
+    assert optimizer.momentum == 0.9
+    assert float(schedule(0)) == pytest.approx(0.0)
+    assert float(schedule(10)) == pytest.approx(0.1)  # warmup ends at the target
+    assert float(schedule(30)) == pytest.approx(0.05)  # half way through the decay
+    assert float(schedule(50)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_balanced_class_weights_follow_scikit_learn():
+    assert train.balanced_class_weights([30, 10, 20]) == pytest.approx({0: 2 / 3, 1: 2.0, 2: 1.0})
+    assert train.balanced_class_weights([4, 0])[1] == 0.0
+
+
+def test_training_with_sgd_cosine_smoothing_and_class_weights(prepared, tmp_path):
+    config = TrainConfig(
+        weights="none",
+        alpha=0.25,
+        image_size=IMAGE_SIZE,
+        epochs=2,
+        fine_tune_epochs=0,
+        batch_size=16,
+        augmentations="none",
+        optimizer="sgd",
+        learning_rate_schedule="cosine",
+        warmup_epochs=1,
+        label_smoothing=0.1,
+        class_weight="balanced",
+    )
+    result = train.train(prepared["examples"], prepared["transform"], str(tmp_path / "m"), config)
+    train_rows = manifest.split_rows(manifest.read(prepared["validated"]), "train")
+    counts = train_rows["label"].value_counts()
+    expected = {
+        index: len(train_rows) / (len(counts) * counts[name])
+        for index, name in enumerate(result.class_names)
+    }
+    assert result.class_weights == pytest.approx(expected)
+    assert result.stages == ["full", "full"]
+    saved = json.loads((tmp_path / "m" / "assets.extra" / serving.TRAINING_FILE).read_text())
+    assert saved["config"]["optimizer"] == "sgd" and saved["config"]["label_smoothing"] == 0.1
+
+
+def test_balanced_class_weights_are_refused_for_multi_label_data(multi_label_prepared, tmp_path):
+    config = TrainConfig(weights="none", image_size=IMAGE_SIZE, class_weight="balanced")
+    with pytest.raises(ValueError, match="multi-label images have several"):
+        train.train(
+            multi_label_prepared["examples"],
+            multi_label_prepared["transform"],
+            str(tmp_path / "m"),
+            config,
+        )
+
+
+def test_a_killed_train_step_resumes_from_its_last_epoch(prepared, tmp_path):
+    """kill -9 after an epoch has been backed up; the rerun continues from there."""
+    config = TrainConfig(
+        weights="none",
+        alpha=0.25,
+        image_size=IMAGE_SIZE,
+        epochs=40,
+        early_stopping_patience=40,
+        fine_tune_epochs=0,
+        batch_size=16,
+        augmentations="none",
+        checkpoint_dir=str(tmp_path / "checkpoints"),
+    )
+    code = (
+        "from components.train import TrainConfig, train\n"
+        f"train({prepared['examples']!r}, {prepared['transform']!r}, "
+        f"{str(tmp_path / 'killed')!r}, TrainConfig(**{asdict(config)!r}))\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    backup = tmp_path / "checkpoints" / "full" / "training_metadata.json"
+    deadline = time.monotonic() + 180
+    while not backup.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert backup.exists(), "no epoch was backed up before the kill"
+    assert not (tmp_path / "killed").exists()
+
+    result = train.train(
+        prepared["examples"], prepared["transform"], str(tmp_path / "resumed"), config
+    )
+    assert 0 < len(result.stages) < config.epochs  # it started after the backed-up epochs
+    assert serving.is_saved_model(tmp_path / "resumed")
+    assert (tmp_path / "checkpoints" / "full-finished.weights.h5").exists()
+
+    again = train.train(prepared["examples"], prepared["transform"], str(tmp_path / "3"), config)
+    assert again.stages == result.stages  # the finished stage is restored, not retrained
