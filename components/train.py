@@ -204,6 +204,11 @@ def build_model(
     """uint8-valued RGB ``[size, size, 3]`` (as float) -> class probabilities (softmax), or
     one independent probability per class (sigmoid) for multi-label data."""
     spec = get_backbone(config.backbone)
+    if config.image_size < spec.min_image_size:
+        raise ValueError(
+            f"{spec.name} needs image_size of at least {spec.min_image_size}, not "
+            f"{config.image_size}; its default is {spec.default_image_size}."
+        )
     shape = (config.image_size, config.image_size, 3)
     pretrained = config.weights.lower() != "none"
     weights = _keras_weights(config.weights)
