@@ -186,15 +186,12 @@ def classification_metrics(true_labels: list[str], predictions: Predictions) -> 
     predicted = predictions.labels
     labels = sorted(set(true_labels) | set(predicted))
     true_classes = sorted(set(true_labels))
-    precision, recall, f1, support = skm.precision_recall_fscore_support(
+    prf_support = skm.precision_recall_fscore_support(
         true_labels, predicted, labels=labels, zero_division=0
     )
-    auc = _roc_auc_by_class(
-        _indicator([[label] for label in true_labels], predictions.classes), predictions
-    )
-    defined_auc = [value for value in auc.values() if value is not None]
-    top_k = min(_TOP_K, len(predictions.classes))
     truth = _indicator([[label] for label in true_labels], predictions.classes)
+    auc = _roc_auc_by_class(truth, predictions)
+    top_k = min(_TOP_K, len(predictions.classes))
     return ModelMetrics(
         task=MULTI_CLASS,
         accuracy=float(skm.accuracy_score(true_labels, predicted)),
@@ -210,21 +207,12 @@ def classification_metrics(true_labels: list[str], predictions: Predictions) -> 
                 true_labels, predicted, labels=true_classes, average="weighted", zero_division=0
             )
         ),
-        top_k_accuracy=_top_k_accuracy(true_labels, predictions, top_k),
+        top_k_accuracy=_top_k_accuracy(truth, predictions.scores, top_k),
         top_k=top_k,
-        roc_auc_macro=float(np.mean(defined_auc)) if defined_auc else None,
-        macro_average_precision=_macro_average_precision(truth, predictions.scores),
+        roc_auc_macro=_mean_of_defined(auc),
+        macro_average_precision=_mean_of_defined(_average_precision_by_class(truth, predictions)),
         expected_calibration_error=expected_calibration_error(true_labels, predictions),
-        per_class={
-            label: {
-                "precision": float(p),
-                "recall": float(r),
-                "f1": float(f),
-                "support": int(s),
-                "roc_auc": auc.get(label),
-            }
-            for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
-        },
+        per_class=_per_class(labels, prf_support, roc_auc=auc),
         labels=labels,
         confusion_matrix=skm.confusion_matrix(true_labels, predicted, labels=labels).tolist(),
         images=len(true_labels),
@@ -241,17 +229,13 @@ def multi_label_metrics(true_sets: list[list[str]], predictions: Predictions) ->
     labels = sorted({label for labels in true_sets for label in labels} | set(predictions.classes))
     truth = _indicator(true_sets, labels)
     predicted = _indicator(predicted_labels(predictions), labels)
-    precision, recall, f1, support = skm.precision_recall_fscore_support(
-        truth, predicted, zero_division=0
-    )
+    prf_support = skm.precision_recall_fscore_support(truth, predicted, zero_division=0)
     # As for multi-class: averaged over the classes that occur in the test set.
-    occurring = [i for i, count in enumerate(support) if count > 0]
+    occurring = [i for i, count in enumerate(prf_support[3]) if count > 0]
     model_truth = _indicator(true_sets, predictions.classes)
     auc = _roc_auc_by_class(model_truth, predictions)
     average_precision = _average_precision_by_class(model_truth, predictions)
-    defined_auc = [value for value in auc.values() if value is not None]
     top_k = min(_TOP_K, len(predictions.classes))
-    best = np.argsort(-predictions.scores, axis=1, kind="stable")[:, :top_k]
     return ModelMetrics(
         task=MULTI_LABEL,
         accuracy=float(skm.accuracy_score(truth, predicted)),
@@ -261,25 +245,14 @@ def multi_label_metrics(true_sets: list[list[str]], predictions: Predictions) ->
         weighted_f1=float(
             skm.f1_score(truth, predicted, labels=occurring, average="weighted", zero_division=0)
         ),
-        # An image counts when any of its labels is among the k highest scores.
-        top_k_accuracy=float(np.mean(np.take_along_axis(model_truth, best, axis=1).any(axis=1))),
+        top_k_accuracy=_top_k_accuracy(model_truth, predictions.scores, top_k),
         top_k=top_k,
-        roc_auc_macro=float(np.mean(defined_auc)) if defined_auc else None,
-        macro_average_precision=_macro_average_precision(model_truth, predictions.scores),
+        roc_auc_macro=_mean_of_defined(auc),
+        macro_average_precision=_mean_of_defined(average_precision),
         expected_calibration_error=_binary_calibration_error(
             predictions.scores.ravel(), model_truth.ravel()
         ),
-        per_class={
-            label: {
-                "precision": float(p),
-                "recall": float(r),
-                "f1": float(f),
-                "support": int(s),
-                "roc_auc": auc.get(label),
-                "average_precision": average_precision.get(label),
-            }
-            for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
-        },
+        per_class=_per_class(labels, prf_support, roc_auc=auc, average_precision=average_precision),
         labels=labels,
         confusion_matrix=[],
         images=len(true_sets),
@@ -515,14 +488,30 @@ def _indicator(label_sets: list[list[str]], classes: list[str]) -> np.ndarray:
     return matrix
 
 
-def _top_k_accuracy(true_labels: list[str], predictions: Predictions, k: int) -> float:
-    column = {name: i for i, name in enumerate(predictions.classes)}
-    best = np.argsort(-predictions.scores, axis=1, kind="stable")[:, :k]
-    hits = [
-        label in column and column[label] in row
-        for label, row in zip(true_labels, best, strict=True)
-    ]
-    return float(np.mean(hits))
+def _top_k_accuracy(truth: np.ndarray, scores: np.ndarray, k: int) -> float:
+    """The share of images with a true class among their ``k`` highest scores."""
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return float(np.mean(np.take_along_axis(truth, best, axis=1).any(axis=1)))
+
+
+def _per_class(labels: list[str], prf_support, **by_class: dict[str, float | None]) -> dict:
+    """Per label: precision, recall, F1 and support (sklearn's four arrays, in ``labels``'
+    order), and each of ``by_class``'s per-class numbers (None where undefined)."""
+    return {
+        label: {
+            "precision": float(p),
+            "recall": float(r),
+            "f1": float(f),
+            "support": int(s),
+            **{name: values.get(label) for name, values in by_class.items()},
+        }
+        for label, p, r, f, s in zip(labels, *prf_support, strict=True)
+    }
+
+
+def _mean_of_defined(by_class: dict[str, float | None]) -> float | None:
+    defined = [value for value in by_class.values() if value is not None]
+    return float(np.mean(defined)) if defined else None
 
 
 def _roc_auc_by_class(truth: np.ndarray, predictions: Predictions) -> dict[str, float | None]:
@@ -551,15 +540,6 @@ def _average_precision_by_class(
         )
         for index, name in enumerate(predictions.classes)
     }
-
-
-def _macro_average_precision(truth: np.ndarray, scores: np.ndarray) -> float | None:
-    occurring = truth.any(axis=0)
-    if not occurring.any():
-        return None
-    return float(
-        skm.average_precision_score(truth[:, occurring], scores[:, occurring], average="macro")
-    )
 
 
 def _read_all(uris: list[str]) -> list[bytes]:

@@ -238,8 +238,7 @@ def _read_split(
     given."""
     rows = manifest.split_rows(frame, split)
     multi_label = manifest.is_multi_label(frame)
-    labels = manifest.label_sets(rows) if multi_label else rows["label"].tolist()
-    originals = [(uri, label, None) for uri, label in zip(rows["uri"], labels, strict=True)]
+    originals = [(uri, label, None) for uri, label in zip(rows["uri"], _labels(rows), strict=True)]
     return (
         pipeline
         | f"List{split.title()}" >> beam.Create(originals + copies)
@@ -267,14 +266,18 @@ def _train_labels(
     (the graph decodes every row it analyses, but only the labels feed an analyzer)."""
     rows = manifest.split_rows(frame, "train")
     multi_label = manifest.is_multi_label(frame)
-    labels = manifest.label_sets(rows) if multi_label else rows["label"].tolist()
     stand_in = tf.io.encode_png(tf.zeros([1, 1, 3], tf.uint8)).numpy()
     return (
         pipeline
         | "ListTrainLabels"
-        >> beam.Create([_raw_example(stand_in, label, multi_label) for label in labels])
+        >> beam.Create([_raw_example(stand_in, label, multi_label) for label in _labels(rows)])
         | "BatchTrainLabels" >> raw_tfxio.BeamSource()
     )
+
+
+def _labels(rows) -> list[str] | list[list[str]]:
+    """Each row's label, or its list of labels for multi-label data."""
+    return manifest.label_sets(rows) if manifest.is_multi_label(rows) else rows["label"].tolist()
 
 
 def _raw_example(image_bytes: bytes, labels: str | list[str], multi_label: bool) -> bytes:

@@ -379,8 +379,8 @@ def _fit(model, stage, train_data, validation_data, learning_rate, epochs, confi
         # BackupAndRestore deletes its backup when the stage ends; this keeps the outcome, so a
         # restart after this point skips the stage instead of training it again.
         model.save_weights(_finished_stage_file(config, stage, "weights.h5"))
-        tf.io.gfile.GFile(_finished_stage_file(config, stage, "history.json"), "w").write(
-            json.dumps(stage_history)
+        storage.write_bytes(
+            _finished_stage_file(config, stage, "history.json"), json.dumps(stage_history).encode()
         )
 
 
@@ -448,12 +448,10 @@ def _restore_finished_stage(model, stage: str, config: TrainConfig, result: Trai
     if not config.checkpoint_dir:
         return False
     weights = _finished_stage_file(config, stage, "weights.h5")
-    if not tf.io.gfile.exists(weights):
+    if not storage.exists(weights):
         return False
     model.load_weights(weights)
-    history = json.loads(
-        tf.io.gfile.GFile(_finished_stage_file(config, stage, "history.json")).read()
-    )
+    history = json.loads(storage.read_bytes(_finished_stage_file(config, stage, "history.json")))
     _record_stage(result, stage, history)
     log.info("Stage %s had finished before a restart: its weights are restored", stage)
     return True

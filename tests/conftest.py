@@ -103,94 +103,74 @@ def colour_tree(tmp_path_factory) -> Path:
     return write_colour_tree(tmp_path_factory.mktemp("colours"), per_class=20)
 
 
-@pytest.fixture(scope="session")
-def prepared(tmp_path_factory, colour_tree) -> dict[str, str]:
-    """ingest -> validate -> preprocess on the colour tree, as the pipeline chains them."""
+def _prepare(work: Path, data_uri: str, **validate_options) -> dict[str, str]:
+    """ingest -> validate -> preprocess, as the pipeline chains them; the step folders."""
     from components.ingest import ingest
     from components.preprocess import preprocess
     from components.validate import validate
 
-    work = tmp_path_factory.mktemp("prepared")
     paths = {name: str(work / name) for name in ("manifest", "validated", "examples", "transform")}
-    ingest(str(colour_tree), paths["manifest"], train_fraction=0.6, validation_fraction=0.2)
+    ingest(data_uri, paths["manifest"], train_fraction=0.6, validation_fraction=0.2)
     validate(
         paths["manifest"],
         paths["validated"],
         str(work / "report.html"),
         min_side=16,
         min_images_per_class=3,
+        **validate_options,
     )
     preprocess(paths["validated"], paths["examples"], paths["transform"], IMAGE_SIZE)
     return paths
+
+
+def _train_small_model(model_dir: Path, prepared: dict[str, str], **options) -> str:
+    """A MobileNet 0.25 trained from scratch on ``prepared``, exported to ``model_dir``."""
+    from components.train import TrainConfig, train
+
+    config = TrainConfig(
+        backbone="mobilenet",
+        weights="none",
+        alpha=0.25,
+        image_size=IMAGE_SIZE,
+        fine_tune_epochs=0,
+        learning_rate=0.003,
+        augmentations="none",
+        **options,
+    )
+    train(prepared["examples"], prepared["transform"], str(model_dir), config)
+    return str(model_dir)
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, colour_tree) -> dict[str, str]:
+    """ingest -> validate -> preprocess on the colour tree."""
+    return _prepare(tmp_path_factory.mktemp("prepared"), str(colour_tree))
 
 
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory, prepared) -> str:
     """A real serving SavedModel trained for a few epochs on the colour tree."""
-    from components.train import TrainConfig, train
-
-    model_dir = str(tmp_path_factory.mktemp("model") / "saved_model")
-    config = TrainConfig(
-        backbone="mobilenet",
-        weights="none",
-        alpha=0.25,
-        image_size=IMAGE_SIZE,
-        epochs=3,
-        fine_tune_epochs=0,
-        batch_size=16,
-        learning_rate=0.003,
-        augmentations="none",
-    )
-    train(prepared["examples"], prepared["transform"], model_dir, config)
-    return model_dir
+    model_dir = tmp_path_factory.mktemp("model") / "saved_model"
+    return _train_small_model(model_dir, prepared, epochs=3, batch_size=16)
 
 
 @pytest.fixture(scope="session")
 def multi_label_prepared(tmp_path_factory) -> dict[str, str]:
     """ingest -> validate -> preprocess on a JSONL listing of multi-label squares images."""
-    from components.ingest import ingest
-    from components.preprocess import preprocess
-    from components.validate import validate
-
     work = tmp_path_factory.mktemp("multi-label")
     listing = write_multi_label_set(work / "data", images=140)
-    paths = {name: str(work / name) for name in ("manifest", "validated", "examples", "transform")}
-    ingest(str(listing), paths["manifest"], train_fraction=0.6, validation_fraction=0.2)
-    validate(
-        paths["manifest"],
-        paths["validated"],
-        str(work / "report.html"),
-        min_side=16,
-        min_images_per_class=3,
-        train_fraction=0.6,
-        validation_fraction=0.2,
-    )
-    preprocess(paths["validated"], paths["examples"], paths["transform"], IMAGE_SIZE)
-    return paths
+    return _prepare(work, str(listing), train_fraction=0.6, validation_fraction=0.2)
 
 
 @pytest.fixture(scope="session")
 def multi_label_model(tmp_path_factory, multi_label_prepared) -> str:
     """A real multi-label serving SavedModel trained on the squares images."""
-    from components.train import TrainConfig, train
-
-    model_dir = str(tmp_path_factory.mktemp("multi-label-model") / "saved_model")
-    config = TrainConfig(
-        backbone="mobilenet",
-        weights="none",
-        alpha=0.25,
-        image_size=IMAGE_SIZE,
-        # From scratch, validation only improves once BatchNormalization's statistics settle
-        # (after 30 to 40 steps here); patience must outlast that.
-        epochs=12,
-        early_stopping_patience=8,
-        fine_tune_epochs=0,
-        batch_size=8,
-        learning_rate=0.003,
-        augmentations="none",
+    model_dir = tmp_path_factory.mktemp("multi-label-model") / "saved_model"
+    # From scratch, validation only improves once BatchNormalization's statistics settle
+    # (after 30 to 40 steps here); patience must outlast that.
+    return _train_small_model(
+        model_dir, multi_label_prepared, epochs=12, early_stopping_patience=8, batch_size=8
     )
-    train(multi_label_prepared["examples"], multi_label_prepared["transform"], model_dir, config)
-    return model_dir
 
 
 @pytest.fixture
