@@ -51,6 +51,11 @@ def parse_augmentations(spec: str) -> list[str]:
     return names
 
 
+def geometric(spec: str) -> list[str]:
+    """The augmentations of ``spec`` that warp the image (one affine transform)."""
+    return [name for name in parse_augmentations(spec) if name in _GEOMETRIC]
+
+
 def augmentation_layers(spec: str, seed: int = 0) -> list:
     """The per-image augmentations of ``spec`` as Keras layers for the model, in a fixed
     order: flip, one affine warp for the geometric ones, then contrast and brightness."""

@@ -9,6 +9,11 @@ outer ``training`` flag down to every layer.
 Without pretrained weights there is nothing to protect: the whole network trains from the start
 with BatchNormalization learning normally.
 
+The distribution strategy follows the hardware: MirroredStrategy across the local GPUs,
+MultiWorkerMirroredStrategy when ``TF_CONFIG`` names a cluster, the default strategy otherwise;
+``batch_size`` is per replica. On a GPU the model computes in float16 (``mixed_float16``) with a
+float32 output layer, so scores and the loss keep full precision.
+
 Multi-label data (a list of labels per image) trains a sigmoid per class with binary
 cross-entropy; after training, each class gets the score threshold that maximises its F1 on the
 validation split, and the serving signature applies those thresholds.
@@ -43,6 +48,8 @@ CACHE_MEMORY_SHARE = 0.25
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 CLASS_WEIGHTS = ("none", "balanced")
+LOSSES = ("crossentropy", "focal")
+MIXED_PRECISION = ("auto", "on", "off")
 
 
 @dataclass
@@ -66,6 +73,17 @@ class TrainConfig:
     label_smoothing: float = 0.0
     # "balanced": each class weighs train images / (classes x its images), as scikit-learn's.
     class_weight: str = "none"
+    # "focal": cross-entropy scaled by (1 - p)^focal_gamma, which puts the weight on hard images.
+    loss: str = "crossentropy"
+    focal_gamma: float = 2.0
+    # L2 penalty on the classifier head's weights.
+    l2: float = 0.0
+    # "auto": mixed_float16 on a GPU, float32 on a CPU (where float16 is slower).
+    mixed_precision: str = "auto"
+    # Compile train steps with XLA.
+    xla: bool = False
+    # Where TensorBoard logs go, one run per stage; "" for none.
+    tensorboard_dir: str = ""
     # Where each epoch is backed up, so that a killed and restarted step resumes; "" for none.
     checkpoint_dir: str = ""
     seed: int = 42
@@ -75,6 +93,8 @@ class TrainConfig:
             ("optimizer", OPTIMIZERS),
             ("learning_rate_schedule", LEARNING_RATE_SCHEDULES),
             ("class_weight", CLASS_WEIGHTS),
+            ("loss", LOSSES),
+            ("mixed_precision", MIXED_PRECISION),
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(
@@ -82,6 +102,14 @@ class TrainConfig:
                 )
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), not {self.label_smoothing}.")
+        if self.l2 < 0 or self.focal_gamma < 0:
+            raise ValueError("l2 and focal_gamma must not be negative.")
+        if self.xla and augmentation.geometric(self.augmentations):
+            raise ValueError(
+                f"xla cannot compile the {', '.join(augmentation.geometric(self.augmentations))} "
+                "augmentation (its image warp has no XLA kernel); drop it from augmentations or "
+                "turn xla off."
+            )
 
 
 @dataclass
@@ -94,6 +122,8 @@ class TrainResult:
     stages: list[str] = field(default_factory=list)
     train_images: int = 0
     class_weights: dict[int, float] | None = None
+    replicas: int = 1
+    precision_policy: str = "float32"
 
     @property
     def final_metrics(self) -> dict[str, float]:
@@ -123,15 +153,20 @@ def train(
             "several. Use class_weight='none' (thresholds per class already adapt to rare "
             "labels)."
         )
-    train_data = make_dataset(examples_dir, "train", tft_output, config, training=True)
-    validation_data = _optional_split(examples_dir, "validation", tft_output, config)
-
-    pretrained = config.weights.lower() != "none"
-    model, backbone = build_model(config, len(class_names), multi_label)
+    strategy = distribution_strategy()
     result = TrainResult(
         class_names=class_names,
         multi_label=multi_label,
         train_images=preprocess.read_counts(examples_dir)["train"],
+        replicas=strategy.num_replicas_in_sync,
+        precision_policy=precision_policy(config.mixed_precision),
+    )
+    log.info(
+        "%s with %d replica(s), global batch %d, %s",
+        type(strategy).__name__,
+        result.replicas,
+        config.batch_size * result.replicas,
+        result.precision_policy,
     )
     if config.class_weight == "balanced":
         counts = _train_label_counts(examples_dir, len(class_names))
@@ -139,46 +174,15 @@ def train(
         log.info(
             "Class weights: %s", dict(zip(class_names, result.class_weights.values(), strict=True))
         )
-    if pretrained:
-        backbone.trainable = False
-        _fit(
-            model,
-            "head",
-            train_data,
-            validation_data,
-            config.learning_rate,
-            config.epochs,
-            config,
-            result,
+    with strategy.scope():
+        train_data = make_dataset(
+            examples_dir, "train", tft_output, config, training=True, replicas=result.replicas
         )
-        if config.fine_tune_epochs > 0:
-            unfrozen = unfreeze_top(backbone, config.unfreeze_fraction)
-            log.info(
-                "Stage 2: fine-tuning the top %d of %d backbone layers",
-                unfrozen,
-                len(backbone.layers),
-            )
-            _fit(
-                model,
-                "fine_tune",
-                train_data,
-                validation_data,
-                config.learning_rate / 10,
-                config.fine_tune_epochs,
-                config,
-                result,
-            )
-    else:
-        _fit(
-            model,
-            "full",
-            train_data,
-            validation_data,
-            config.learning_rate,
-            config.epochs + config.fine_tune_epochs,
-            config,
-            result,
+        validation_data = _optional_split(
+            examples_dir, "validation", tft_output, config, result.replicas
         )
+        model, backbone = build_model(config, len(class_names), multi_label)
+        fit_stages(model, backbone, train_data, validation_data, config, result)
 
     if multi_label:
         threshold_data = validation_data
@@ -198,17 +202,93 @@ def train(
     return result
 
 
+def fit_stages(
+    model: keras.Model,
+    backbone: keras.Model,
+    train_data: tf.data.Dataset,
+    validation_data: tf.data.Dataset | None,
+    config: TrainConfig,
+    result: TrainResult,
+) -> None:
+    """With pretrained weights: the head on a frozen backbone, then the top of the backbone
+    at a tenth of the learning rate. From scratch: everything at once."""
+    if config.weights.lower() == "none":
+        epochs = config.epochs + config.fine_tune_epochs
+        _fit(
+            model, "full", train_data, validation_data, config.learning_rate, epochs, config, result
+        )
+        return
+    backbone.trainable = False
+    _fit(
+        model,
+        "head",
+        train_data,
+        validation_data,
+        config.learning_rate,
+        config.epochs,
+        config,
+        result,
+    )
+    if config.fine_tune_epochs > 0:
+        unfrozen = unfreeze_top(backbone, config.unfreeze_fraction)
+        log.info(
+            "Stage 2: fine-tuning the top %d of %d backbone layers", unfrozen, len(backbone.layers)
+        )
+        _fit(
+            model,
+            "fine_tune",
+            train_data,
+            validation_data,
+            config.learning_rate / 10,
+            config.fine_tune_epochs,
+            config,
+            result,
+        )
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy when ``TF_CONFIG`` describes a cluster, MirroredStrategy
+    across several local GPUs, the default strategy on one device."""
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def precision_policy(mixed_precision: str) -> str:
+    """The Keras dtype policy for the ``mixed_precision`` setting."""
+    if mixed_precision == "auto":
+        return "mixed_float16" if tf.config.list_logical_devices("GPU") else "float32"
+    return "mixed_float16" if mixed_precision == "on" else "float32"
+
+
 def build_model(
     config: TrainConfig, num_classes: int, multi_label: bool = False
 ) -> tuple[keras.Model, keras.Model]:
     """uint8-valued RGB ``[size, size, 3]`` (as float) -> class probabilities (softmax), or
-    one independent probability per class (sigmoid) for multi-label data."""
+    one independent probability per class (sigmoid) for multi-label data. Layers compute in
+    the ``mixed_precision`` policy; the scores layer always in float32."""
     spec = get_backbone(config.backbone)
     if config.image_size < spec.min_image_size:
         raise ValueError(
             f"{spec.name} needs image_size of at least {spec.min_image_size}, not "
             f"{config.image_size}; its default is {spec.default_image_size}."
         )
+    if config.weights.lower() == "imagenet" and not spec.imagenet_weights:
+        raise ValueError(
+            f"No ImageNet weights exist for {spec.name}: pass weights=none to train it from "
+            "scratch, or weights=PATH to a Keras weights file of its headless architecture."
+        )
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision_policy(config.mixed_precision))
+    try:
+        return _build_model(spec, config, num_classes, multi_label)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _build_model(spec, config: TrainConfig, num_classes: int, multi_label: bool):
     shape = (config.image_size, config.image_size, 3)
     pretrained = config.weights.lower() != "none"
     weights = _keras_weights(config.weights)
@@ -232,13 +312,19 @@ def build_model(
     x = inputs
     for layer in augmentation.augmentation_layers(config.augmentations, config.seed):
         x = layer(x)
-    if spec.scaling is not None:
-        x = spec.scaling()(x)
+    scaling = spec.scaling_layer()
+    if scaling is not None:
+        x = scaling(x)
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(config.dropout, name="dropout")(x)
-    activation = "sigmoid" if multi_label else "softmax"
-    outputs = keras.layers.Dense(num_classes, activation=activation, name="scores")(x)
+    outputs = keras.layers.Dense(
+        num_classes,
+        activation="sigmoid" if multi_label else "softmax",
+        kernel_regularizer=keras.regularizers.L2(config.l2) if config.l2 else None,
+        dtype="float32",
+        name="scores",
+    )(x)
     return keras.Model(inputs, outputs, name=f"{spec.name}_classifier"), backbone
 
 
@@ -259,8 +345,10 @@ def make_dataset(
     tft_output: tft.TFTransformOutput,
     config: TrainConfig,
     training: bool,
+    replicas: int = 1,
 ) -> tf.data.Dataset:
-    """Batches of ``(images, labels)`` from the TFRecords: uint8 images (the model casts them,
+    """Global batches (``batch_size`` per replica) of ``(images, labels)`` from the TFRecords:
+    uint8 images (the model casts them,
     on the GPU where there is one: a quarter of float32's bytes to move) and float32 one-hot
     label rows (multi-hot for multi-label data). Training data is shuffled and gets the
     batch-mixing augmentations (MixUp, CutMix), which blend labels too and so give float32
@@ -297,7 +385,9 @@ def make_dataset(
         dataset = dataset.cache()
     if training:
         dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=config.seed)
-    dataset = dataset.batch(config.batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(config.batch_size * replicas).map(
+        parse, num_parallel_calls=tf.data.AUTOTUNE
+    )
     mix = augmentation.batch_mixing(config.augmentations, config.seed) if training else None
     if mix is not None:
         dataset = dataset.map(
@@ -318,11 +408,11 @@ def available_memory() -> int:
     return available
 
 
-def _optional_split(examples_dir, split, tft_output, config) -> tf.data.Dataset | None:
+def _optional_split(examples_dir, split, tft_output, config, replicas) -> tf.data.Dataset | None:
     if not tf.io.gfile.glob(preprocess.split_file_pattern(examples_dir, split)):
         log.warning("No %s split: early stopping watches the training loss instead", split)
         return None
-    return make_dataset(examples_dir, split, tft_output, config, training=False)
+    return make_dataset(examples_dir, split, tft_output, config, training=False, replicas=replicas)
 
 
 def _fit(model, stage, train_data, validation_data, learning_rate, epochs, config, result):
@@ -339,19 +429,18 @@ def _fit(model, stage, train_data, validation_data, learning_rate, epochs, confi
         config.learning_rate_schedule,
     )
     if result.multi_label:
-        loss = keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing)
         metrics = [
             keras.metrics.BinaryAccuracy(name="binary_accuracy"),
             keras.metrics.AUC(curve="PR", multi_label=True, name="average_precision"),
         ]
     else:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    steps_per_epoch = math.ceil(result.train_images / config.batch_size)
+    steps_per_epoch = math.ceil(result.train_images / (config.batch_size * result.replicas))
     model.compile(
         optimizer=make_optimizer(config, learning_rate, steps_per_epoch * epochs, steps_per_epoch),
-        loss=loss,
+        loss=make_loss(config, result.multi_label),
         metrics=metrics,
+        jit_compile=config.xla,
     )
     monitor = "val_loss" if validation_data is not None else "loss"
     callbacks = [
@@ -365,6 +454,8 @@ def _fit(model, stage, train_data, validation_data, learning_rate, epochs, confi
         callbacks.append(
             keras.callbacks.BackupAndRestore(storage.join(config.checkpoint_dir, stage))
         )
+    if config.tensorboard_dir:
+        callbacks.append(keras.callbacks.TensorBoard(storage.join(config.tensorboard_dir, stage)))
     history = model.fit(
         train_data,
         validation_data=validation_data,
@@ -382,6 +473,23 @@ def _fit(model, stage, train_data, validation_data, learning_rate, epochs, confi
         storage.write_bytes(
             _finished_stage_file(config, stage, "history.json"), json.dumps(stage_history).encode()
         )
+
+
+def make_loss(config: TrainConfig, multi_label: bool) -> keras.losses.Loss:
+    """Cross-entropy, or focal cross-entropy with ``focal_gamma``; binary for multi-label.
+    Focal loss is not class-balanced here (alpha 1): ``class_weight`` does that job."""
+    smoothing = config.label_smoothing
+    if config.loss == "focal":
+        if multi_label:
+            return keras.losses.BinaryFocalCrossentropy(
+                gamma=config.focal_gamma, label_smoothing=smoothing
+            )
+        return keras.losses.CategoricalFocalCrossentropy(
+            alpha=1.0, gamma=config.focal_gamma, label_smoothing=smoothing
+        )
+    if multi_label:
+        return keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
+    return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
 
 
 def make_optimizer(

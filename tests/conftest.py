@@ -103,7 +103,9 @@ def colour_tree(tmp_path_factory) -> Path:
     return write_colour_tree(tmp_path_factory.mktemp("colours"), per_class=20)
 
 
-def _prepare(work: Path, data_uri: str, **validate_options) -> dict[str, str]:
+def _prepare(
+    work: Path, data_uri: str, image_size: int = IMAGE_SIZE, **validate_options
+) -> dict[str, str]:
     """ingest -> validate -> preprocess, as the pipeline chains them; the step folders."""
     from components.ingest import ingest
     from components.preprocess import preprocess
@@ -119,7 +121,7 @@ def _prepare(work: Path, data_uri: str, **validate_options) -> dict[str, str]:
         min_images_per_class=3,
         **validate_options,
     )
-    preprocess(paths["validated"], paths["examples"], paths["transform"], IMAGE_SIZE)
+    preprocess(paths["validated"], paths["examples"], paths["transform"], image_size)
     return paths
 
 

@@ -15,7 +15,6 @@ import tensorflow_transform as tft
 from conftest import IMAGE_SIZE, MOBILENET_WEIGHTS, REPO, needs_weights
 
 from components import manifest, serving, storage, train
-from components.backbones import BACKBONES
 from components.train import (
     TrainConfig,
     build_model,
@@ -25,41 +24,10 @@ from components.train import (
 )
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
-def test_every_backbone_builds_and_classifies(backbone):
-    size = max(32, BACKBONES[backbone].min_image_size)
-    config = TrainConfig(backbone=backbone, weights="none", alpha=0.75, image_size=size)
-    model, _ = build_model(config, num_classes=4)
-    scores = model.predict(np.full((2, size, size, 3), 128, np.uint8), verbose=0)
-    assert scores.shape == (2, 4)
-    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
-
-
 def test_a_multi_label_head_has_a_sigmoid_per_class():
     config = TrainConfig(weights="none", alpha=0.25, image_size=32)
     model, _ = build_model(config, num_classes=3, multi_label=True)
     assert model.get_layer("scores").activation.__name__ == "sigmoid"
-
-
-def test_an_input_below_the_architectures_minimum_is_a_clear_error():
-    config = TrainConfig(backbone="inceptionv3", weights="none", image_size=64)
-    with pytest.raises(ValueError, match="inceptionv3 needs image_size of at least 75, not 64"):
-        build_model(config, num_classes=2)
-
-
-def test_caffe_scaling_is_bgr_minus_the_imagenet_mean():
-    from components.backbones import CaffeScaling
-
-    pixel = np.array([[[[10.0, 20.0, 30.0]]]], np.float32)
-    expected = [[[[30 - 103.939, 20 - 116.779, 10 - 123.68]]]]
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(CaffeScaling()(pixel)), expected, rtol=1e-6
-    )
-
-
-def test_unknown_backbone_lists_the_choices():
-    with pytest.raises(ValueError, match="choose one of: convnext_tiny, densenet121, "):
-        build_model(TrainConfig(backbone="vgg99", weights="none"), num_classes=2)
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):
