@@ -152,7 +152,7 @@ def evaluate(
             [_label_text(labels) for labels in truth],
             [_label_text(labels) for labels in predicted_labels(candidate_predictions)],
         )
-        write_outputs(evaluation, output_dir, misclassified)
+        write_outputs(evaluation, output_dir, misclassified, _training_record(candidate_dir))
     return evaluation
 
 
@@ -353,12 +353,17 @@ def misclassified_grid(
     return grid
 
 
-def write_outputs(evaluation: Evaluation, output_dir: str, misclassified: list[dict]) -> None:
+def write_outputs(
+    evaluation: Evaluation,
+    output_dir: str,
+    misclassified: list[dict],
+    training: dict | None = None,
+) -> None:
     """``evaluation.json`` for machines, ``report.html`` and ``summary.md`` for people."""
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "evaluation.json").write_text(evaluation.to_json())
-    (folder / "report.html").write_text(evaluation_html(evaluation, misclassified))
+    (folder / "report.html").write_text(evaluation_html(evaluation, misclassified, training))
     (folder / "summary.md").write_text(evaluation_markdown(evaluation))
 
 
@@ -401,7 +406,11 @@ _HEADLINE_METRICS = (
 )
 
 
-def evaluation_html(evaluation: Evaluation, misclassified: list[dict]) -> str:
+def evaluation_html(
+    evaluation: Evaluation, misclassified: list[dict], training: dict | None = None
+) -> str:
+    """The page a person reads; ``training`` is the candidate's training record (its
+    ``history`` and ``stages`` become the training curves)."""
     candidate, baseline = evaluation.candidate, evaluation.baseline
     verdict = "blessed" if evaluation.blessed else "not blessed"
     compare = pd.DataFrame(
@@ -443,8 +452,24 @@ def evaluation_html(evaluation: Evaluation, misclassified: list[dict]) -> str:
             *_confusion_section(candidate),
             "<h2>Misclassified test images</h2>",
             report.image_grid(misclassified),
+            *_training_section(training),
         ],
     )
+
+
+def _training_section(training: dict | None) -> list[str]:
+    if not training or not training.get("history"):
+        return []
+    return [
+        "<h2>Training curves</h2>",
+        report.training_curves(training["history"], training["stages"]),
+    ]
+
+
+def _training_record(model_dir: str) -> dict | None:
+    """What train wrote beside the candidate SavedModel, if anything."""
+    record = storage.join(model_dir, "assets.extra", serving.TRAINING_FILE)
+    return json.loads(storage.read_bytes(record)) if storage.exists(record) else None
 
 
 def _confusion_section(metrics: ModelMetrics) -> list[str]:

@@ -149,12 +149,29 @@ def train(
     warmup_epochs: int,
     label_smoothing: float,
     class_weight: str,
+    dropout: float,
+    unfreeze_fraction: float,
+    loss: str,
+    focal_gamma: float,
+    l2: float,
+    mixed_precision: str,
+    xla: bool,
     model: Output[Model],
     metrics: Output[Metrics],
+    checkpoints: Output[Artifact],
+    tensorboard_logs: Output[Artifact],
+    training_curves: Output[HTML],
 ):
-    """Keras transfer learning; exports the serving SavedModel."""
-    import logging
+    """Keras transfer learning; exports the serving SavedModel.
 
+    Epoch backups go straight to the ``checkpoints`` artifact's URI (object storage on a
+    cluster), so a retried or preempted step resumes from them; TensorBoard logs are uploaded
+    with the step's outputs.
+    """
+    import logging
+    from pathlib import Path
+
+    from components import report, storage
     from components.train import TrainConfig
     from components.train import train as train_model
 
@@ -175,10 +192,22 @@ def train(
         warmup_epochs=warmup_epochs,
         label_smoothing=label_smoothing,
         class_weight=class_weight,
+        dropout=dropout,
+        unfreeze_fraction=unfreeze_fraction,
+        loss=loss,
+        focal_gamma=focal_gamma,
+        l2=l2,
+        mixed_precision=mixed_precision,
+        xla=xla,
+        checkpoint_dir=storage.durable_location(checkpoints.uri, checkpoints.path),
+        tensorboard_dir=tensorboard_logs.path,
     )
     result = train_model(examples.path, transform_graph.path, model.path, config)
     for name, value in result.final_metrics.items():
         metrics.log_metric(name, value)
+    Path(training_curves.path).write_text(
+        report.training_curves_page(result.history, result.stages)
+    )
     model.metadata.update(backbone=backbone, classes=result.class_names, epochs=len(result.stages))
 
 

@@ -8,6 +8,7 @@ environment (workload identity or ``GOOGLE_APPLICATION_CREDENTIALS``).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from pathlib import Path
 
@@ -35,6 +36,20 @@ def join(base: str, *parts: str) -> str:
     if is_gcs(base):
         return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
     return os.path.join(base, *parts)
+
+
+def durable_location(artifact_uri: str, local_path: str) -> str:
+    """Where a step should write files that must outlive it if it is killed: straight to the
+    artifact's URI when this code can write there (``gs://`` or a local path), otherwise the
+    local path that KFP uploads only when the step succeeds."""
+    if is_gcs(artifact_uri) or "://" not in artifact_uri:
+        return artifact_uri
+    logging.getLogger(__name__).warning(
+        "Cannot write to %s while the step runs; files in %s survive only if the step succeeds",
+        artifact_uri,
+        local_path,
+    )
+    return local_path
 
 
 def list_files(root: str) -> list[str]:

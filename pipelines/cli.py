@@ -14,6 +14,8 @@ from components.augmentation import AUGMENTATIONS, DEFAULT_AUGMENTATIONS
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 CLASS_WEIGHTS = ("none", "balanced")
+LOSSES = ("crossentropy", "focal")
+MIXED_PRECISION = ("auto", "on", "off")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +94,28 @@ def _parser() -> argparse.ArgumentParser:
         default="none",
         help="balanced: weigh each class inversely to its train images (single-label data)",
     )
+    run.add_argument("--dropout", type=float, default=0.2, help="before the classifier head")
+    run.add_argument(
+        "--unfreeze-fraction",
+        type=float,
+        default=0.3,
+        help="stage 2: the top share of backbone layers to fine-tune",
+    )
+    run.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default="crossentropy",
+        help="focal: cross-entropy scaled by (1 - p)^gamma, weighting hard images",
+    )
+    run.add_argument("--focal-gamma", type=float, default=2.0)
+    run.add_argument("--l2", type=float, default=0.0, help="L2 penalty on the head's weights")
+    run.add_argument(
+        "--mixed-precision",
+        choices=MIXED_PRECISION,
+        default="auto",
+        help="auto: mixed_float16 on a GPU, float32 on a CPU",
+    )
+    run.add_argument("--xla", action="store_true", help="compile train steps with XLA")
     run.add_argument("--min-side", type=int, default=16)
     run.add_argument("--min-images-per-class", type=int, default=5)
     run.add_argument("--min-accuracy", type=float, default=0.5)
@@ -165,6 +189,17 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True, help="a SavedModel folder (a version dir)")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.set_defaults(handler=_predict)
+    backbones = commands.add_parser(
+        "backbones", help="list the backbones with their input sizes and options"
+    )
+    backbones.add_argument(
+        "--count-params",
+        action="store_true",
+        help="also build each headless backbone at its default size to count its parameters",
+    )
+    backbones.add_argument("--alpha", type=float, default=1.0, help="for --count-params")
+    backbones.set_defaults(handler=_backbones)
+
     rollback = commands.add_parser(
         "rollback", help="pin the version TF Serving serves as stable (models.config)"
     )
@@ -173,6 +208,34 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--to", type=int, required=True, metavar="VERSION")
     rollback.set_defaults(handler=_rollback)
     return parser
+
+
+def _backbones(args: argparse.Namespace) -> int:
+    from components.backbones import BACKBONES
+
+    header = ["backbone", "default size", "min size", "alpha", "ImageNet weights", "scaling"]
+    rows = [
+        [
+            spec.name,
+            str(spec.default_image_size),
+            str(spec.min_image_size),
+            "yes" if spec.width_multiplier else "-",
+            "yes" if spec.imagenet_weights else "none: --weights none|PATH",
+            spec.scaling,
+        ]
+        for spec in BACKBONES.values()
+    ]
+    if args.count_params:
+        header.append("parameters")
+        for row, spec in zip(rows, BACKBONES.values(), strict=True):
+            shape = (spec.default_image_size, spec.default_image_size, 3)
+            row.append(f"{spec.build(shape, None, args.alpha).count_params():,}")
+    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
+    for line in [header, *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
+    return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
@@ -220,6 +283,13 @@ def _run(args: argparse.Namespace) -> int:
         "warmup_epochs": args.warmup_epochs,
         "label_smoothing": args.label_smoothing,
         "class_weight": args.class_weight,
+        "dropout": args.dropout,
+        "unfreeze_fraction": args.unfreeze_fraction,
+        "loss": args.loss,
+        "focal_gamma": args.focal_gamma,
+        "l2": args.l2,
+        "mixed_precision": args.mixed_precision,
+        "xla": args.xla,
         "augmentations": args.augmentations,
         "min_side": args.min_side,
         "min_images_per_class": args.min_images_per_class,

@@ -47,6 +47,13 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
         warmup_epochs: int = 0,
         label_smoothing: float = 0.0,
         class_weight: str = "none",
+        dropout: float = 0.2,
+        unfreeze_fraction: float = 0.3,
+        loss: str = "crossentropy",
+        focal_gamma: float = 2.0,
+        l2: float = 0.0,
+        mixed_precision: str = "auto",
+        xla: bool = False,
         min_accuracy: float = 0.5,
         min_macro_f1: float = 0.0,
         max_regression: float = 0.0,
@@ -103,6 +110,13 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
             warmup_epochs=warmup_epochs,
             label_smoothing=label_smoothing,
             class_weight=class_weight,
+            dropout=dropout,
+            unfreeze_fraction=unfreeze_fraction,
+            loss=loss,
+            focal_gamma=focal_gamma,
+            l2=l2,
+            mixed_precision=mixed_precision,
+            xla=xla,
         )
         trained.set_container_image(gpu_image)
         trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)

@@ -92,3 +92,22 @@ def test_beam_options_pass_through_the_cli():
         ]
     )
     assert args.beam_arg == ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+
+
+def test_imgclf_backbones_lists_each_with_its_sizes_and_weights(capsys):
+    from components.backbones import BACKBONES
+
+    assert cli.main(["backbones"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["backbone", "default", "size"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == set(BACKBONES)
+    assert rows["inceptionv3"].split()[1:3] == ["299", "75"]
+    assert "none: --weights none|PATH" in rows["alexnet"]
+    assert rows["mobilenet"].split()[3] == "yes"  # alpha applies
+
+
+def test_train_writes_checkpoints_tensorboard_logs_and_curves_as_artifacts(spec):
+    outputs = spec["components"]["comp-train"]["outputDefinitions"]["artifacts"]
+    assert {"checkpoints", "tensorboard_logs", "training_curves", "model"} <= set(outputs)
+    assert outputs["training_curves"]["artifactType"]["schemaTitle"] == "system.HTML"

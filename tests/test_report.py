@@ -67,10 +67,37 @@ def test_confusion_heatmap_shades_by_row_share():
     assert "rgba(76, 120, 168, 0.000)" in html
 
 
+_HISTORY = {
+    "loss": [1.2, 0.9, 0.7],
+    "val_loss": [1.3, 1.0, 0.8],
+    "accuracy": [0.4, 0.6, 0.7],
+    "val_accuracy": [0.35, 0.5, 0.65],
+    "learning_rate": [0.001, 0.001, 0.0001],
+}
+_STAGES = ["head", "head", "fine_tune"]
+
+
+def test_training_curves_draw_loss_then_each_metric_and_mark_fine_tuning():
+    svg = report.training_curves(_HISTORY, _STAGES)
+    assert svg.count("<svg") == 2
+    assert svg.index(">loss<") < svg.index(">accuracy<")
+    assert "learning_rate" not in svg
+    assert svg.count("<polyline") == 4  # train and validation for both metrics
+    assert svg.count("<circle") == 12
+    assert svg.count("stroke-dasharray") == 2 and "fine_tune starts" in svg
+    assert "validation loss, epoch 3: 0.8000" in svg
+
+
+def test_training_curves_without_a_validation_split_draw_train_only():
+    svg = report.training_curves({"loss": [0.9, 0.5]}, ["full", "full"])
+    assert svg.count("<polyline") == 1 and "stroke-dasharray" not in svg
+
+
 @needs_chromium
 def test_the_evaluation_report_renders_with_its_confusion_matrix(tmp_path):
     html_path = tmp_path / "report.html"
-    html_path.write_text(evaluation_html(_evaluation(), []))
+    training = {"history": _HISTORY, "stages": _STAGES}
+    html_path.write_text(evaluation_html(_evaluation(), [], training))
     png_path = tmp_path / "report.png"
     console = _screenshot(html_path, png_path)
 
@@ -79,3 +106,5 @@ def test_the_evaluation_report_renders_with_its_confusion_matrix(tmp_path):
     assert pixels.std() > 20, "the screenshot is blank"
     heatmap_blue = (abs(pixels - [76, 120, 168]).sum(axis=2) < 40).sum()
     assert heatmap_blue > 500, "no confusion-matrix heatmap in the rendering"
+    curve_orange = (abs(pixels - [245, 133, 24]).sum(axis=2) < 40).sum()
+    assert curve_orange > 50, "no validation curve in the rendering"

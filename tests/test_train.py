@@ -1,6 +1,8 @@
 import json
+import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -172,6 +174,8 @@ def test_the_cli_offers_the_trainers_choices():
     assert cli.OPTIMIZERS == train.OPTIMIZERS
     assert cli.LEARNING_RATE_SCHEDULES == train.LEARNING_RATE_SCHEDULES
     assert cli.CLASS_WEIGHTS == train.CLASS_WEIGHTS
+    assert cli.LOSSES == train.LOSSES
+    assert cli.MIXED_PRECISION == train.MIXED_PRECISION
 
 
 @pytest.mark.parametrize(
@@ -181,6 +185,10 @@ def test_the_cli_offers_the_trainers_choices():
         ({"learning_rate_schedule": "step"}, "learning_rate_schedule must be one of constant"),
         ({"class_weight": "inverse"}, "class_weight must be one of none, balanced"),
         ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
+        ({"loss": "hinge"}, "loss must be one of crossentropy, focal"),
+        ({"mixed_precision": "bf16"}, "mixed_precision must be one of auto, on, off"),
+        ({"l2": -1.0}, "l2 and focal_gamma must not be negative"),
+        ({"xla": True, "augmentations": "flip,zoom"}, "xla cannot compile the zoom augmentation"),
     ],
 )
 def test_unknown_training_options_are_refused(option, message):
@@ -218,8 +226,13 @@ def test_training_with_sgd_cosine_smoothing_and_class_weights(prepared, tmp_path
         warmup_epochs=1,
         label_smoothing=0.1,
         class_weight="balanced",
+        loss="focal",
+        l2=1e-4,
+        tensorboard_dir=str(tmp_path / "logs"),
     )
     result = train.train(prepared["examples"], prepared["transform"], str(tmp_path / "m"), config)
+    assert list((tmp_path / "logs" / "full" / "train").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "logs" / "full" / "validation").glob("events.out.tfevents.*"))
     train_rows = manifest.split_rows(manifest.read(prepared["validated"]), "train")
     counts = train_rows["label"].value_counts()
     expected = {
@@ -230,6 +243,94 @@ def test_training_with_sgd_cosine_smoothing_and_class_weights(prepared, tmp_path
     assert result.stages == ["full", "full"]
     saved = json.loads((tmp_path / "m" / "assets.extra" / serving.TRAINING_FILE).read_text())
     assert saved["config"]["optimizer"] == "sgd" and saved["config"]["label_smoothing"] == 0.1
+    assert saved["config"]["loss"] == "focal" and saved["precision_policy"] == "float32"
+
+
+def test_focal_loss_down_weights_the_images_the_model_already_gets_right():
+    truth = np.array([[1.0, 0.0], [1.0, 0.0]])
+    scores = np.array([[0.9, 0.1], [0.4, 0.6]])  # one easy image, one hard
+    focal = train.make_loss(TrainConfig(loss="focal", focal_gamma=2.0), multi_label=False)
+    plain = train.make_loss(TrainConfig(), multi_label=False)
+    per_image = [
+        (
+            float(focal(truth[i : i + 1], scores[i : i + 1])),
+            float(plain(truth[i : i + 1], scores[i : i + 1])),
+        )
+        for i in range(2)
+    ]
+    for (focal_loss, cross_entropy), p in zip(per_image, (0.9, 0.4), strict=True):
+        assert focal_loss == pytest.approx((1 - p) ** 2 * cross_entropy, rel=1e-5)
+    binary = train.make_loss(TrainConfig(loss="focal"), multi_label=True)
+    assert isinstance(binary, keras.losses.BinaryFocalCrossentropy)
+
+
+def test_l2_penalises_the_heads_weights():
+    config = TrainConfig(weights="none", alpha=0.25, image_size=32, l2=0.01)
+    model, _ = build_model(config, num_classes=3)
+    kernel = model.get_layer("scores").kernel.numpy()
+    assert len(model.losses) == 1
+    assert float(model.losses[0]) == pytest.approx(0.01 * (kernel**2).sum(), rel=1e-5)
+    assert not build_model(TrainConfig(weights="none", alpha=0.25, image_size=32), 3)[0].losses
+
+
+def test_mixed_precision_computes_in_float16_with_a_float32_output():
+    config = TrainConfig(weights="none", alpha=0.25, image_size=32, mixed_precision="on")
+    model, backbone = build_model(config, num_classes=3)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after building
+    assert {layer.compute_dtype for layer in backbone.layers[1:]} == {"float16"}
+    assert model.get_layer("scores").compute_dtype == "float32"
+    model.compile(keras.optimizers.SGD(0.01), train.make_loss(config, multi_label=False))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    images = np.full((4, 32, 32, 3), 128, np.uint8)
+    loss = model.train_on_batch(images, np.eye(3)[[0, 1, 2, 0]])
+    assert np.isfinite(loss)
+    assert model.predict(images, verbose=0).dtype == np.float32
+    assert train.precision_policy("auto") == "float32"  # no GPU here
+
+
+def test_xla_compiles_the_train_step():
+    config = TrainConfig(
+        weights="none", alpha=0.25, image_size=32, xla=True, augmentations="flip,contrast"
+    )
+    model, _ = build_model(config, num_classes=2)
+    model.compile(keras.optimizers.SGD(0.01), "categorical_crossentropy", jit_compile=config.xla)
+    loss = model.train_on_batch(np.full((4, 32, 32, 3), 90, np.uint8), np.eye(2)[[0, 1, 1, 0]])
+    assert np.isfinite(loss) and model.jit_compile
+
+
+def test_one_device_uses_the_default_strategy_and_a_cluster_the_multi_worker_one():
+    strategy = train.distribution_strategy()
+    assert strategy is tf.distribute.get_strategy() and strategy.num_replicas_in_sync == 1
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    worker = f"localhost:{port}"
+    tf_config = {"cluster": {"worker": [worker]}, "task": {"type": "worker", "index": 0}}
+    code = (
+        "import tensorflow as tf\n"
+        "from components.train import distribution_strategy\n"
+        "strategy = distribution_strategy()\n"
+        "print(isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy), "
+        "strategy.num_replicas_in_sync)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "TF_CONFIG": json.dumps(tf_config)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.stdout.split() == ["True", "1"], completed.stderr
+
+
+def test_batches_are_global_batches_across_replicas(prepared):
+    transform = tft.TFTransformOutput(prepared["transform"])
+    config = TrainConfig(weights="none", image_size=IMAGE_SIZE, batch_size=4)
+    data = make_dataset(prepared["examples"], "train", transform, config, False, replicas=2)
+    images, _ = next(iter(data))
+    assert images.shape[0] == 8
 
 
 def test_balanced_class_weights_are_refused_for_multi_label_data(multi_label_prepared, tmp_path):
