@@ -131,9 +131,89 @@ def preprocess(
 
 
 @_component
+def tune(
+    examples: Input[Dataset],
+    transform_graph: Input[Artifact],
+    max_trials: int,
+    algorithm: str,
+    backbone: str,
+    weights: str,
+    alpha: float,
+    image_size: int,
+    epochs: int,
+    fine_tune_epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    augmentations: str,
+    early_stopping_patience: int,
+    optimizer: str,
+    learning_rate_schedule: str,
+    warmup_epochs: int,
+    label_smoothing: float,
+    class_weight: str,
+    dropout: float,
+    unfreeze_fraction: float,
+    loss: str,
+    focal_gamma: float,
+    l2: float,
+    mixed_precision: str,
+    xla: bool,
+    trials: Output[Artifact],
+    report: Output[Markdown],
+) -> dict:
+    """A KerasTuner search of max_trials trials; returns the best hyperparameters for train."""
+    import json
+    import logging
+    from pathlib import Path
+
+    from components.train import TrainConfig
+    from components.tune import TRIALS_FILE, trials_markdown
+    from components.tune import tune as search
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = TrainConfig(
+        backbone=backbone,
+        weights=weights,
+        alpha=alpha,
+        image_size=image_size,
+        epochs=epochs,
+        fine_tune_epochs=fine_tune_epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        augmentations=augmentations,
+        early_stopping_patience=early_stopping_patience,
+        optimizer=optimizer,
+        learning_rate_schedule=learning_rate_schedule,
+        warmup_epochs=warmup_epochs,
+        label_smoothing=label_smoothing,
+        class_weight=class_weight,
+        dropout=dropout,
+        unfreeze_fraction=unfreeze_fraction,
+        loss=loss,
+        focal_gamma=focal_gamma,
+        l2=l2,
+        mixed_precision=mixed_precision,
+        xla=xla,
+    )
+    best = search(examples.path, transform_graph.path, trials.path, config, max_trials, algorithm)
+    found = json.loads((Path(trials.path) / TRIALS_FILE).read_text())
+    Path(report.path).write_text(
+        f"# Tuning: {len(found)} {algorithm} trials, best first\n\n{trials_markdown(found)}"
+    )
+    return best
+
+
+@_component
+def untuned() -> dict:
+    """No search (tune_trials=0): train keeps the pipeline's values."""
+    return {}
+
+
+@_component
 def train(
     examples: Input[Dataset],
     transform_graph: Input[Artifact],
+    hyperparameters: dict,
     backbone: str,
     weights: str,
     alpha: float,
@@ -164,10 +244,12 @@ def train(
 ):
     """Keras transfer learning; exports the serving SavedModel.
 
-    Epoch backups go straight to the ``checkpoints`` artifact's URI (object storage on a
-    cluster), so a retried or preempted step resumes from them; TensorBoard logs are uploaded
-    with the step's outputs.
+    ``hyperparameters`` (from tune, or empty) override the matching parameters. Epoch backups
+    go straight to the ``checkpoints`` artifact's URI (object storage on a cluster), so a
+    retried or preempted step resumes from them; TensorBoard logs are uploaded with the step's
+    outputs.
     """
+    import dataclasses
     import logging
     from pathlib import Path
 
@@ -202,6 +284,7 @@ def train(
         checkpoint_dir=storage.durable_location(checkpoints.uri, checkpoints.path),
         tensorboard_dir=tensorboard_logs.path,
     )
+    config = dataclasses.replace(config, **hyperparameters)
     result = train_model(examples.path, transform_graph.path, model.path, config)
     for name, value in result.final_metrics.items():
         metrics.log_metric(name, value)

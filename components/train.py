@@ -154,13 +154,7 @@ def train(
             "labels)."
         )
     strategy = distribution_strategy()
-    result = TrainResult(
-        class_names=class_names,
-        multi_label=multi_label,
-        train_images=preprocess.read_counts(examples_dir)["train"],
-        replicas=strategy.num_replicas_in_sync,
-        precision_policy=precision_policy(config.mixed_precision),
-    )
+    result = new_result(examples_dir, class_names, multi_label, config, strategy)
     log.info(
         "%s with %d replica(s), global batch %d, %s",
         type(strategy).__name__,
@@ -168,9 +162,7 @@ def train(
         config.batch_size * result.replicas,
         result.precision_policy,
     )
-    if config.class_weight == "balanced":
-        counts = _train_label_counts(examples_dir, len(class_names))
-        result.class_weights = balanced_class_weights(counts)
+    if result.class_weights:
         log.info(
             "Class weights: %s", dict(zip(class_names, result.class_weights.values(), strict=True))
         )
@@ -199,6 +191,28 @@ def train(
         json.dumps({"config": asdict(config), **asdict(result)}, indent=2)
     )
     log.info("Exported the serving SavedModel to %s", model_dir)
+    return result
+
+
+def new_result(
+    examples_dir: str,
+    class_names: list[str],
+    multi_label: bool,
+    config: TrainConfig,
+    strategy: tf.distribute.Strategy | None = None,
+) -> TrainResult:
+    """What a training run starts from: the data's counts, the hardware's replicas and
+    precision, and the class weights ``config`` asks for."""
+    result = TrainResult(
+        class_names=class_names,
+        multi_label=multi_label,
+        train_images=preprocess.read_counts(examples_dir)["train"],
+        replicas=(strategy or tf.distribute.get_strategy()).num_replicas_in_sync,
+        precision_policy=precision_policy(config.mixed_precision),
+    )
+    if config.class_weight == "balanced":
+        counts = _train_label_counts(examples_dir, len(class_names))
+        result.class_weights = balanced_class_weights(counts)
     return result
 
 

@@ -16,6 +16,7 @@ LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 CLASS_WEIGHTS = ("none", "balanced")
 LOSSES = ("crossentropy", "focal")
 MIXED_PRECISION = ("auto", "on", "off")
+TUNE_ALGORITHMS = ("random", "bayesian")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +117,13 @@ def _parser() -> argparse.ArgumentParser:
         help="auto: mixed_float16 on a GPU, float32 on a CPU",
     )
     run.add_argument("--xla", action="store_true", help="compile train steps with XLA")
+    run.add_argument(
+        "--tune-trials",
+        type=int,
+        default=0,
+        help="run a KerasTuner search of this many trials before train (0: no search)",
+    )
+    run.add_argument("--tune-algorithm", choices=TUNE_ALGORITHMS, default="random")
     run.add_argument("--min-side", type=int, default=16)
     run.add_argument("--min-images-per-class", type=int, default=5)
     run.add_argument("--min-accuracy", type=float, default=0.5)
@@ -290,6 +298,8 @@ def _run(args: argparse.Namespace) -> int:
         "l2": args.l2,
         "mixed_precision": args.mixed_precision,
         "xla": args.xla,
+        "tune_trials": args.tune_trials,
+        "tune_algorithm": args.tune_algorithm,
         "augmentations": args.augmentations,
         "min_side": args.min_side,
         "min_images_per_class": args.min_images_per_class,

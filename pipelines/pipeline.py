@@ -1,4 +1,5 @@
-"""The DAG: ingest -> validate -> preprocess -> train (GPU) -> evaluate -> [blessed] push."""
+"""The DAG: ingest -> validate -> preprocess -> [tune] -> train (GPU) -> evaluate -> [blessed]
+push."""
 
 from kfp import dsl
 
@@ -54,6 +55,8 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
         l2: float = 0.0,
         mixed_precision: str = "auto",
         xla: bool = False,
+        tune_trials: int = 0,
+        tune_algorithm: str = "random",
         min_accuracy: float = 0.5,
         min_macro_f1: float = 0.0,
         max_regression: float = 0.0,
@@ -92,7 +95,7 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
             beam_pipeline_args=beam_pipeline_args,
         )
         preprocessed.set_container_image(step_image)
-        trained = kfp_steps.train(
+        training = dict(
             examples=preprocessed.outputs["examples"],
             transform_graph=preprocessed.outputs["transform_graph"],
             backbone=backbone,
@@ -117,6 +120,16 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
             l2=l2,
             mixed_precision=mixed_precision,
             xla=xla,
+        )
+        with dsl.If(tune_trials > 0, name="tuning-requested"):
+            tuned = kfp_steps.tune(**training, max_trials=tune_trials, algorithm=tune_algorithm)
+            tuned.set_container_image(gpu_image)
+            tuned.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+        with dsl.Else(name="no-tuning"):
+            untuned = kfp_steps.untuned().set_container_image(step_image)
+
+        trained = kfp_steps.train(
+            **training, hyperparameters=dsl.OneOf(tuned.outputs["Output"], untuned.output)
         )
         trained.set_container_image(gpu_image)
         trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)

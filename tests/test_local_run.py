@@ -235,3 +235,23 @@ def test_second_run_on_real_photos_is_judged_against_the_first(tmp_path):
         assert second["pushed"]["version"] == 2 and versions == ["1", "2"]
     else:
         assert second["pushed"] is None and versions == ["1"]
+
+
+def test_a_tuned_run_trains_with_the_best_values_of_the_search(tmp_path):
+    data = write_colour_tree(tmp_path / "colours", per_class=20)
+    code, summary = _run(
+        tmp_path,
+        *("--data", str(data), "--serving-dir", str(tmp_path / "serving")),
+        *("--weights", "none", "--alpha", "0.25", "--image-size", "32"),
+        *("--epochs", "2", "--fine-tune-epochs", "0", "--augmentations", "none"),
+        *("--min-images-per-class", "3", "--min-accuracy", "0"),
+        *("--tune-trials", "2", "--tune-algorithm", "random"),
+    )
+    assert code == 0
+    best = json.loads(
+        next((tmp_path / "runs").glob("*/tune/trials/best_hyperparameters.json")).read_text()
+    )
+    trained = Path(summary["pushed"]["path"]) / "assets.extra" / "training.json"
+    config = json.loads(trained.read_text())["config"]
+    assert {name: config[name] for name in best} == pytest.approx(best)
+    assert next((tmp_path / "runs").glob("*/tune/report")).read_text().startswith("# Tuning: 2")

@@ -3,7 +3,8 @@ import yaml
 
 from pipelines import cli
 
-STEPS = {"ingest", "validate", "preprocess", "train", "evaluate", "push"}
+STEPS = {"ingest", "validate", "preprocess", "tune", "untuned", "train", "evaluate", "push"}
+GPU_STEPS = {"exec-tune", "exec-train"}
 
 
 @pytest.fixture(scope="module")
@@ -31,23 +32,52 @@ def spec(compiled):
     return yaml.safe_load(compiled.read_text())
 
 
-def test_the_dag_has_six_steps_in_order(spec):
+def _condition_of(spec, step: str) -> tuple[str, dict]:
+    """The condition task (in the root DAG or a branches DAG) whose DAG runs ``step``."""
+    for component in [spec["root"], *spec["components"].values()]:
+        for name, task in component.get("dag", {}).get("tasks", {}).items():
+            inner = spec["components"][task["componentRef"]["name"]].get("dag", {})
+            if "triggerPolicy" in task and step in inner.get("tasks", {}):
+                return name, task
+    raise AssertionError(f"no condition runs {step}")
+
+
+def test_the_dag_has_its_steps_in_order(spec):
     root = spec["root"]["dag"]["tasks"]
-    condition = spec["components"]["comp-condition-1"]["dag"]["tasks"]
-    assert set(root) | set(condition) == STEPS | {"condition-1"}
+    steps = {
+        name
+        for component in [spec["root"], *spec["components"].values()]
+        for name, task in component.get("dag", {}).get("tasks", {}).items()
+        if "executorLabel" in spec["components"][task["componentRef"]["name"]]
+    }
+    assert steps == STEPS
     upstream = {name: set(task.get("dependentTasks", [])) for name, task in root.items()}
     assert upstream["validate"] == {"ingest"}
     assert upstream["preprocess"] == {"validate"}
-    assert upstream["train"] == {"preprocess"}
+    assert upstream["train"] == {"preprocess", "condition-branches-1"}
     assert upstream["evaluate"] == {"train", "validate"}
 
 
 def test_push_runs_only_when_evaluate_blesses(spec):
-    condition = spec["root"]["dag"]["tasks"]["condition-1"]
-    assert set(spec["components"]["comp-condition-1"]["dag"]["tasks"]) == {"push"}
+    _, condition = _condition_of(spec, "push")
     assert condition["triggerPolicy"]["condition"] == (
         "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
     )
+
+
+def test_tune_runs_only_when_trials_are_asked_for_and_train_takes_either_answer(spec):
+    _, tuning = _condition_of(spec, "tune")
+    assert tuning["triggerPolicy"]["condition"] == (
+        "int(inputs.parameter_values['pipelinechannel--tune_trials']) > 0"
+    )
+    branches = spec["components"]["comp-condition-branches-1"]["dag"]["outputs"]["parameters"]
+    selectors = next(iter(branches.values()))["valueFromOneof"]["parameterSelectors"]
+    assert [s["outputParameterKey"] for s in selectors] == [
+        "pipelinechannel--tune-Output",
+        "pipelinechannel--untuned-Output",
+    ]
+    train_input = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]["hyperparameters"]
+    assert train_input["taskOutputParameter"]["producerTask"] == "condition-branches-1"
 
 
 def test_train_requests_a_gpu_in_the_gpu_image(spec):
@@ -56,8 +86,9 @@ def test_train_requests_a_gpu_in_the_gpu_image(spec):
     assert train["image"] == "registry.example/imgclf-gpu:1"
     assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert train["resources"]["accelerator"]["resourceCount"] == "1"
+    assert executors["exec-tune"]["container"]["resources"] == train["resources"]
     for name, executor in executors.items():
-        if name != "exec-train":
+        if name not in GPU_STEPS:
             assert executor["container"]["image"] == "registry.example/imgclf:1"
             assert "accelerator" not in executor["container"].get("resources", {})
 

@@ -1,0 +1,144 @@
+"""Tune: a KerasTuner search over the trainer's hyperparameters, run before train.
+
+Each trial trains exactly as train does (both stages, early stopping with the best weights
+kept) with one draw of the learning rate, dropout, label smoothing and, when a pretrained
+backbone is fine-tuned, the unfrozen share; it is scored on the validation split by accuracy
+(average precision for multi-label data), which unlike the loss does not move with label
+smoothing. Train then runs once more with the best values. For searches larger than one
+step's budget, Katib runs trials as separate pods on the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import keras
+import keras_tuner
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from components import preprocess
+from components.train import TrainConfig, build_model, fit_stages, make_dataset, new_result
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ("random", "bayesian")
+BEST_FILE = "best_hyperparameters.json"
+TRIALS_FILE = "trials.json"
+
+
+class TwoStageTraining(keras_tuner.HyperModel):
+    """Builds the trainer's model from a draw of hyperparameters and fits it as train does."""
+
+    def __init__(self, config: TrainConfig, examples_dir: str, transform_dir: str):
+        super().__init__(name="imgclf")
+        self.config = config
+        self.examples_dir = examples_dir
+        tft_output = tft.TFTransformOutput(transform_dir)
+        self.num_classes = tft_output.vocabulary_size_by_name(preprocess.LABEL_VOCABULARY)
+        self.multi_label = preprocess.is_multi_label(tft_output)
+        self.objective = "average_precision" if self.multi_label else "accuracy"
+        self.train_data = make_dataset(examples_dir, "train", tft_output, config, training=True)
+        self.validation_data = make_dataset(
+            examples_dir, "validation", tft_output, config, training=False
+        )
+        self._backbone = None
+
+    def trial_config(self, hp: keras_tuner.HyperParameters) -> TrainConfig:
+        values = {
+            "learning_rate": hp.Float("learning_rate", 1e-4, 1e-2, sampling="log"),
+            "dropout": hp.Float("dropout", 0.0, 0.5, step=0.1),
+            "label_smoothing": hp.Float("label_smoothing", 0.0, 0.2, step=0.05),
+        }
+        if self.config.weights.lower() != "none" and self.config.fine_tune_epochs > 0:
+            values["unfreeze_fraction"] = hp.Float("unfreeze_fraction", 0.1, 0.5, step=0.1)
+        # Trials keep no checkpoints or logs: only the final training run does.
+        return replace(self.config, **values, checkpoint_dir="", tensorboard_dir="")
+
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        model, self._backbone = build_model(
+            self.trial_config(hp), self.num_classes, self.multi_label
+        )
+        return model
+
+    def fit(self, hp, model, *args, **kwargs) -> dict[str, float]:
+        config = self.trial_config(hp)
+        result = new_result(self.examples_dir, [""] * self.num_classes, self.multi_label, config)
+        fit_stages(model, self._backbone, self.train_data, self.validation_data, config, result)
+        scores = model.evaluate(self.validation_data, return_dict=True, verbose=0)
+        return {f"val_{self.objective}": float(scores[self.objective])}
+
+
+def tune(
+    examples_dir: str,
+    transform_dir: str,
+    output_dir: str,
+    config: TrainConfig,
+    max_trials: int,
+    algorithm: str = "random",
+) -> dict[str, float]:
+    """Runs ``max_trials`` trials; writes ``best_hyperparameters.json`` and ``trials.json``
+    (every trial's values and score, best first) to ``output_dir`` and returns the best
+    values."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, not {algorithm!r}.")
+    if max_trials < 1:
+        raise ValueError(f"max_trials must be at least 1, not {max_trials}.")
+    if not tf.io.gfile.glob(preprocess.split_file_pattern(examples_dir, "validation")):
+        raise ValueError(
+            "Tuning scores trials on the validation split, and the data has none: add a "
+            "validation split (validation_fraction > 0) or set tune_trials=0."
+        )
+    keras.utils.set_random_seed(config.seed)
+    hypermodel = TwoStageTraining(config, examples_dir, transform_dir)
+    tuner_class = {
+        "random": keras_tuner.RandomSearch,
+        "bayesian": keras_tuner.BayesianOptimization,
+    }[algorithm]
+    output = Path(output_dir)
+    tuner = tuner_class(
+        hypermodel,
+        objective=keras_tuner.Objective(f"val_{hypermodel.objective}", "max"),
+        max_trials=max_trials,
+        seed=config.seed,
+        directory=str(output),
+        project_name="trials",
+        overwrite=True,
+    )
+    log.info(
+        "Tuning: %d %s trials, scored by validation %s", max_trials, algorithm, hypermodel.objective
+    )
+    tuner.search()
+    trials = [
+        {**trial.hyperparameters.values, f"validation_{hypermodel.objective}": trial.score}
+        for trial in tuner.oracle.get_best_trials(max_trials)
+    ]
+    best = tuner.get_best_hyperparameters(1)[0].values
+    output.mkdir(parents=True, exist_ok=True)
+    (output / BEST_FILE).write_text(json.dumps(best, indent=2))
+    (output / TRIALS_FILE).write_text(json.dumps(trials, indent=2))
+    log.info("Best of %d trials: %s", len(trials), best)
+    return best
+
+
+def trials_markdown(trials: list[dict]) -> str:
+    """The trials as a Markdown table, best first, for the KFP UI."""
+    if not trials:
+        return "No trials ran."
+    columns = list(trials[0])
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        *(
+            "| " + " | ".join(_cell(trial.get(column)) for column in columns) + " |"
+            for trial in trials
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

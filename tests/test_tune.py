@@ -1,0 +1,67 @@
+import json
+import shutil
+
+import pytest
+from conftest import IMAGE_SIZE, MOBILENET_WEIGHTS, needs_weights
+
+from components import tune
+from components.train import TrainConfig
+
+pytestmark = pytest.mark.slow
+
+
+def _config(**options) -> TrainConfig:
+    return TrainConfig(
+        alpha=0.25,
+        image_size=IMAGE_SIZE,
+        batch_size=16,
+        augmentations="none",
+        **{"weights": "none", "epochs": 2, "fine_tune_epochs": 0, **options},
+    )
+
+
+def test_a_random_search_scores_each_trial_on_validation_and_returns_the_best(prepared, tmp_path):
+    best = tune.tune(
+        prepared["examples"], prepared["transform"], str(tmp_path), _config(), max_trials=2
+    )
+    # From scratch there is no fine-tuning stage, so its unfrozen share is not searched.
+    assert set(best) == {"learning_rate", "dropout", "label_smoothing"}
+    assert 1e-4 <= best["learning_rate"] <= 1e-2
+    trials = json.loads((tmp_path / tune.TRIALS_FILE).read_text())
+    assert len(trials) == 2
+    scores = [trial["validation_accuracy"] for trial in trials]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert {k: trials[0][k] for k in best} == best
+    assert json.loads((tmp_path / tune.BEST_FILE).read_text()) == best
+    table = tune.trials_markdown(trials)
+    assert table.splitlines()[0].startswith("| learning_rate |") and table.count("\n") == 4
+
+
+@needs_weights
+def test_a_bayesian_search_of_a_pretrained_backbone_also_tunes_the_unfrozen_share(
+    prepared, tmp_path
+):
+    config = _config(weights=str(MOBILENET_WEIGHTS), epochs=1, fine_tune_epochs=1)
+    best = tune.tune(
+        prepared["examples"], prepared["transform"], str(tmp_path), config, 2, "bayesian"
+    )
+    assert 0.1 <= best["unfreeze_fraction"] <= 0.5
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"max_trials": 0}, "max_trials must be at least 1"),
+        ({"max_trials": 1, "algorithm": "grid"}, "algorithm must be one of random, bayesian"),
+    ],
+)
+def test_bad_search_settings_are_refused(prepared, tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        tune.tune(prepared["examples"], prepared["transform"], str(tmp_path), _config(), **options)
+
+
+def test_data_without_a_validation_split_cannot_be_tuned(prepared, tmp_path):
+    examples = shutil.copytree(prepared["examples"], tmp_path / "examples")
+    shutil.rmtree(examples / "validation")
+    with pytest.raises(ValueError, match="Tuning scores trials on the validation split"):
+        tune.tune(str(examples), prepared["transform"], str(tmp_path / "t"), _config(), 1)
