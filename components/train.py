@@ -223,41 +223,25 @@ def fit_stages(
     validation_data: tf.data.Dataset | None,
     config: TrainConfig,
     result: TrainResult,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> None:
     """With pretrained weights: the head on a frozen backbone, then the top of the backbone
-    at a tenth of the learning rate. From scratch: everything at once."""
+    at a tenth of the learning rate. From scratch: everything at once. ``callbacks`` join
+    every stage's."""
+    data = (train_data, validation_data)
     if config.weights.lower() == "none":
         epochs = config.epochs + config.fine_tune_epochs
-        _fit(
-            model, "full", train_data, validation_data, config.learning_rate, epochs, config, result
-        )
+        _fit(model, "full", *data, config.learning_rate, epochs, config, result, callbacks)
         return
     backbone.trainable = False
-    _fit(
-        model,
-        "head",
-        train_data,
-        validation_data,
-        config.learning_rate,
-        config.epochs,
-        config,
-        result,
-    )
+    _fit(model, "head", *data, config.learning_rate, config.epochs, config, result, callbacks)
     if config.fine_tune_epochs > 0:
         unfrozen = unfreeze_top(backbone, config.unfreeze_fraction)
         log.info(
             "Stage 2: fine-tuning the top %d of %d backbone layers", unfrozen, len(backbone.layers)
         )
-        _fit(
-            model,
-            "fine_tune",
-            train_data,
-            validation_data,
-            config.learning_rate / 10,
-            config.fine_tune_epochs,
-            config,
-            result,
-        )
+        rate, epochs = config.learning_rate / 10, config.fine_tune_epochs
+        _fit(model, "fine_tune", *data, rate, epochs, config, result, callbacks)
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
@@ -429,7 +413,9 @@ def _optional_split(examples_dir, split, tft_output, config, replicas) -> tf.dat
     return make_dataset(examples_dir, split, tft_output, config, training=False, replicas=replicas)
 
 
-def _fit(model, stage, train_data, validation_data, learning_rate, epochs, config, result):
+def _fit(
+    model, stage, train_data, validation_data, learning_rate, epochs, config, result, extra=()
+):
     if epochs <= 0:
         return
     if _restore_finished_stage(model, stage, config, result):
@@ -475,7 +461,7 @@ def _fit(model, stage, train_data, validation_data, learning_rate, epochs, confi
         validation_data=validation_data,
         epochs=epochs,
         verbose=2,
-        callbacks=callbacks,
+        callbacks=[*callbacks, *extra],
         class_weight=result.class_weights,
     )
     stage_history = {name: [float(v) for v in values] for name, values in history.history.items()}

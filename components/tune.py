@@ -25,7 +25,7 @@ from components.train import TrainConfig, build_model, fit_stages, make_dataset,
 
 log = logging.getLogger(__name__)
 
-ALGORITHMS = ("random", "bayesian")
+ALGORITHMS = ("random", "bayesian", "hyperband")
 BEST_FILE = "best_hyperparameters.json"
 TRIALS_FILE = "trials.json"
 
@@ -65,11 +65,34 @@ class TwoStageTraining(keras_tuner.HyperModel):
         return model
 
     def fit(self, hp, model, *args, **kwargs) -> dict[str, float]:
+        """``callbacks`` are KerasTuner's (they keep each trial's best weights); Hyperband also
+        passes the round's ``epochs`` and ``initial_epoch``, and has loaded the weights of the
+        trial this one continues."""
         config = self.trial_config(hp)
+        if "epochs" in kwargs:
+            config = epoch_budget(config, kwargs["epochs"] - kwargs.get("initial_epoch", 0))
         result = new_result(self.examples_dir, [""] * self.num_classes, self.multi_label, config)
-        fit_stages(model, self._backbone, self.train_data, self.validation_data, config, result)
+        fit_stages(
+            model,
+            self._backbone,
+            self.train_data,
+            self.validation_data,
+            config,
+            result,
+            callbacks=kwargs.get("callbacks", ()),
+        )
         scores = model.evaluate(self.validation_data, return_dict=True, verbose=0)
         return {f"val_{self.objective}": float(scores[self.objective])}
+
+
+def epoch_budget(config: TrainConfig, epochs: int) -> TrainConfig:
+    """``config`` with ``epochs`` in all, shared between the stages as ``config`` shares its
+    own (at least one for the head)."""
+    if config.weights.lower() == "none" or config.fine_tune_epochs == 0:
+        return replace(config, epochs=max(epochs, 1), fine_tune_epochs=0)
+    total = config.epochs + config.fine_tune_epochs
+    head = max(1, round(epochs * config.epochs / total))
+    return replace(config, epochs=head, fine_tune_epochs=max(epochs - head, 0))
 
 
 def tune(
@@ -80,9 +103,10 @@ def tune(
     max_trials: int,
     algorithm: str = "random",
 ) -> dict[str, float]:
-    """Runs ``max_trials`` trials; writes ``best_hyperparameters.json`` and ``trials.json``
-    (every trial's values and score, best first) to ``output_dir`` and returns the best
-    values."""
+    """Runs at most ``max_trials`` trials (Hyperband: rounds of successive halving up to the
+    configured epochs, each round continuing its best trials); writes
+    ``best_hyperparameters.json`` and ``trials.json`` (every trial's values and score, best
+    first) to ``output_dir`` and returns the best values."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, not {algorithm!r}.")
     if max_trials < 1:
@@ -94,34 +118,44 @@ def tune(
         )
     keras.utils.set_random_seed(config.seed)
     hypermodel = TwoStageTraining(config, examples_dir, transform_dir)
-    tuner_class = {
-        "random": keras_tuner.RandomSearch,
-        "bayesian": keras_tuner.BayesianOptimization,
-    }[algorithm]
     output = Path(output_dir)
-    tuner = tuner_class(
-        hypermodel,
-        objective=keras_tuner.Objective(f"val_{hypermodel.objective}", "max"),
-        max_trials=max_trials,
-        seed=config.seed,
-        directory=str(output),
-        project_name="trials",
-        overwrite=True,
-    )
+    options = {
+        "objective": keras_tuner.Objective(f"val_{hypermodel.objective}", "max"),
+        "seed": config.seed,
+        "directory": str(output),
+        "project_name": "trials",
+        "overwrite": True,
+    }
+    if algorithm == "hyperband":
+        tuner = keras_tuner.Hyperband(
+            hypermodel, max_epochs=config.epochs + config.fine_tune_epochs, factor=3, **options
+        )
+        tuner.oracle.max_trials = max_trials
+    else:
+        search = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization}
+        tuner = search[algorithm](hypermodel, max_trials=max_trials, **options)
     log.info(
         "Tuning: %d %s trials, scored by validation %s", max_trials, algorithm, hypermodel.objective
     )
     tuner.search()
     trials = [
-        {**trial.hyperparameters.values, f"validation_{hypermodel.objective}": trial.score}
+        {
+            **_searched(trial.hyperparameters.values),
+            f"validation_{hypermodel.objective}": trial.score,
+        }
         for trial in tuner.oracle.get_best_trials(max_trials)
     ]
-    best = tuner.get_best_hyperparameters(1)[0].values
+    best = _searched(tuner.get_best_hyperparameters(1)[0].values)
     output.mkdir(parents=True, exist_ok=True)
     (output / BEST_FILE).write_text(json.dumps(best, indent=2))
     (output / TRIALS_FILE).write_text(json.dumps(trials, indent=2))
     log.info("Best of %d trials: %s", len(trials), best)
     return best
+
+
+def _searched(values: dict) -> dict[str, float]:
+    """The searched values, without Hyperband's bookkeeping (``tuner/epochs`` and such)."""
+    return {name: value for name, value in values.items() if not name.startswith("tuner/")}
 
 
 def trials_markdown(trials: list[dict]) -> str:

@@ -16,7 +16,7 @@ LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 CLASS_WEIGHTS = ("none", "balanced")
 LOSSES = ("crossentropy", "focal")
 MIXED_PRECISION = ("auto", "on", "off")
-TUNE_ALGORITHMS = ("random", "bayesian")
+TUNE_ALGORITHMS = ("random", "bayesian", "hyperband")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +123,12 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="run a KerasTuner search of this many trials before train (0: no search)",
     )
-    run.add_argument("--tune-algorithm", choices=TUNE_ALGORITHMS, default="random")
+    run.add_argument(
+        "--tune-algorithm",
+        choices=TUNE_ALGORITHMS,
+        default="random",
+        help="hyperband: successive halving up to --epochs + --fine-tune-epochs per trial",
+    )
     run.add_argument("--min-side", type=int, default=16)
     run.add_argument("--min-images-per-class", type=int, default=5)
     run.add_argument("--min-accuracy", type=float, default=0.5)

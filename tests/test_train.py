@@ -16,7 +16,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from conftest import IMAGE_SIZE, MOBILENET_WEIGHTS, REPO, needs_weights
 
-from components import manifest, serving, storage, train
+from components import manifest, serving, storage, train, tune
 from components.train import (
     TrainConfig,
     build_model,
@@ -176,6 +176,7 @@ def test_the_cli_offers_the_trainers_choices():
     assert cli.CLASS_WEIGHTS == train.CLASS_WEIGHTS
     assert cli.LOSSES == train.LOSSES
     assert cli.MIXED_PRECISION == train.MIXED_PRECISION
+    assert cli.TUNE_ALGORITHMS == tune.ALGORITHMS
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,7 @@ def test_a_bayesian_search_of_a_pretrained_backbone_also_tunes_the_unfrozen_shar
     "options, message",
     [
         ({"max_trials": 0}, "max_trials must be at least 1"),
-        ({"max_trials": 1, "algorithm": "grid"}, "algorithm must be one of random, bayesian"),
+        ({"max_trials": 1, "algorithm": "grid"}, "algorithm must be one of random, bayesian, "),
     ],
 )
 def test_bad_search_settings_are_refused(prepared, tmp_path, options, message):
@@ -65,3 +65,31 @@ def test_data_without_a_validation_split_cannot_be_tuned(prepared, tmp_path):
     shutil.rmtree(examples / "validation")
     with pytest.raises(ValueError, match="Tuning scores trials on the validation split"):
         tune.tune(str(examples), prepared["transform"], str(tmp_path / "t"), _config(), 1)
+
+
+def test_hyperband_continues_its_best_trials_within_the_epoch_budget(prepared, tmp_path):
+    config = _config(epochs=3)
+    best = tune.tune(
+        prepared["examples"], prepared["transform"], str(tmp_path), config, 6, "hyperband"
+    )
+    assert set(best) == {"learning_rate", "dropout", "label_smoothing"}
+    trials = json.loads((tmp_path / tune.TRIALS_FILE).read_text())
+    assert 1 < len(trials) <= 6
+    assert not any(name.startswith("tuner/") for trial in trials for name in trial)
+
+
+@pytest.mark.parametrize(
+    "weights, epochs, fine_tune_epochs, budget, expected",
+    [
+        ("none", 5, 3, 4, (4, 0)),
+        ("imagenet", 5, 3, 4, (2, 2)),
+        ("imagenet", 5, 3, 1, (1, 0)),
+        ("imagenet", 4, 0, 9, (9, 0)),
+    ],
+)
+def test_a_hyperband_round_shares_its_epochs_between_the_stages(
+    weights, epochs, fine_tune_epochs, budget, expected
+):
+    config = TrainConfig(weights=weights, epochs=epochs, fine_tune_epochs=fine_tune_epochs)
+    shared = tune.epoch_budget(config, budget)
+    assert (shared.epochs, shared.fine_tune_epochs) == expected
