@@ -104,7 +104,7 @@ def seed_recipe(
             keras.layers.Dense(train.num_classes, activation="softmax"),
         ]
     )
-    model.compile(keras.optimizers.SGD(0.001), "categorical_crossentropy", ["accuracy"])
+    model.compile(keras.optimizers.SGD(0.001), "categorical_crossentropy", metrics=["accuracy"])
     model.fit(train, validation_data=validation, epochs=epochs, verbose=2)
 
     test = seed_image_generator(photos / "test", image_size, 32, {}, shuffle=False)
