@@ -25,7 +25,16 @@ import pandas as pd
 from PIL import Image
 from sklearn import metrics as skm
 
-from components import manifest, report, serving, serving_config, serving_layout, storage
+from components import (
+    gradcam,
+    manifest,
+    preprocess,
+    report,
+    serving,
+    serving_config,
+    serving_layout,
+    storage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,7 @@ _CALIBRATION_BINS = 15
 _TOP_K = 3
 _GRID_IMAGES = 24
 _THUMBNAIL = 96
+_GRADCAM_IMAGES = 6
 
 
 @dataclass
@@ -102,9 +112,13 @@ def evaluate(
     rules: BlessingRules | None = None,
     output_dir: str | None = None,
     batch_size: int = 32,
+    keras_model_path: str | None = None,
+    resize_policy: str = "pad",
 ) -> Evaluation:
     """Scores both models and applies ``rules``; with ``output_dir``, writes
-    ``evaluation.json``, ``report.html`` and ``summary.md`` there."""
+    ``evaluation.json``, ``report.html`` and ``summary.md`` there, and with the candidate's
+    ``keras_model_path`` Grad-CAM heatmaps of a few test images in the report (the images
+    resized by the ``resize_policy`` preprocess used)."""
     rules = rules or BlessingRules()
     test = manifest.split_rows(manifest.read(manifest_dir), "test")
     if test.empty:
@@ -147,12 +161,22 @@ def evaluate(
         baseline_error=baseline_error,
     )
     if output_dir:
-        misclassified = misclassified_grid(
-            images,
-            [_label_text(labels) for labels in truth],
-            [_label_text(labels) for labels in predicted_labels(candidate_predictions)],
+        true_texts = [_label_text(labels) for labels in truth]
+        predicted_texts = [
+            _label_text(labels) for labels in predicted_labels(candidate_predictions)
+        ]
+        explained = (
+            gradcam_grid(keras_model_path, images, true_texts, predicted_texts, resize_policy)
+            if keras_model_path
+            else None
         )
-        write_outputs(evaluation, output_dir, misclassified, _training_record(candidate_dir))
+        write_outputs(
+            evaluation,
+            output_dir,
+            misclassified_grid(images, true_texts, predicted_texts),
+            _training_record(candidate_dir),
+            explained,
+        )
     return evaluation
 
 
@@ -339,18 +363,57 @@ def misclassified_grid(
         with Image.open(io.BytesIO(data)) as image:
             thumbnail = image.convert("RGB")
             thumbnail.thumbnail((_THUMBNAIL, _THUMBNAIL))
-            buffer = io.BytesIO()
-            thumbnail.save(buffer, format="PNG")
-        grid.append(
-            {
-                "true": truth,
-                "predicted": guess,
-                "src": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(),
-            }
-        )
+        grid.append({"true": truth, "predicted": guess, "src": _png_data_uri(thumbnail)})
         if len(grid) == _GRID_IMAGES:
             break
     return grid
+
+
+def gradcam_grid(
+    keras_model_path: str,
+    images: list[bytes],
+    true_labels: list[str],
+    predicted: list[str],
+    resize_policy: str = "pad",
+) -> list[dict]:
+    """Grad-CAM overlays (PNG data URIs) of the top predicted class for the first
+    misclassified test images and as many correctly classified ones."""
+    import keras
+
+    model = keras.models.load_model(keras_model_path, compile=False)
+    size = model.input_shape[1]
+    wrong = [i for i, (t, p) in enumerate(zip(true_labels, predicted, strict=True)) if t != p]
+    right = [i for i in range(len(images)) if i not in set(wrong)]
+    chosen = wrong[: _GRADCAM_IMAGES // 2]
+    chosen += right[: _GRADCAM_IMAGES - len(chosen)]
+    if not chosen:
+        return []
+    pixels = np.stack(
+        [preprocess.decode_and_resize(images[i], size, resize_policy).numpy() for i in chosen]
+    )
+    heat, _ = gradcam.heatmaps(model, pixels)
+    return [
+        {
+            "true": true_labels[index],
+            "predicted": predicted[index],
+            "src": _png_data_uri(_at_least_thumbnail(gradcam.overlay(image, heatmap))),
+        }
+        for index, image, heatmap in zip(chosen, pixels, heat, strict=True)
+    ]
+
+
+def _at_least_thumbnail(pixels: np.ndarray) -> Image.Image:
+    """Small model inputs scaled up (nearest neighbour, so pixels stay visible)."""
+    image = Image.fromarray(pixels)
+    if image.width < _THUMBNAIL:
+        image = image.resize((_THUMBNAIL, _THUMBNAIL), Image.Resampling.NEAREST)
+    return image
+
+
+def _png_data_uri(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def write_outputs(
@@ -358,12 +421,15 @@ def write_outputs(
     output_dir: str,
     misclassified: list[dict],
     training: dict | None = None,
+    explained: list[dict] | None = None,
 ) -> None:
     """``evaluation.json`` for machines, ``report.html`` and ``summary.md`` for people."""
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "evaluation.json").write_text(evaluation.to_json())
-    (folder / "report.html").write_text(evaluation_html(evaluation, misclassified, training))
+    (folder / "report.html").write_text(
+        evaluation_html(evaluation, misclassified, training, explained)
+    )
     (folder / "summary.md").write_text(evaluation_markdown(evaluation))
 
 
@@ -407,10 +473,14 @@ _HEADLINE_METRICS = (
 
 
 def evaluation_html(
-    evaluation: Evaluation, misclassified: list[dict], training: dict | None = None
+    evaluation: Evaluation,
+    misclassified: list[dict],
+    training: dict | None = None,
+    explained: list[dict] | None = None,
 ) -> str:
     """The page a person reads; ``training`` is the candidate's training record (its
-    ``history`` and ``stages`` become the training curves)."""
+    ``history`` and ``stages`` become the training curves), ``explained`` Grad-CAM
+    overlays."""
     candidate, baseline = evaluation.candidate, evaluation.baseline
     verdict = "blessed" if evaluation.blessed else "not blessed"
     compare = pd.DataFrame(
@@ -452,9 +522,20 @@ def evaluation_html(
             *_confusion_section(candidate),
             "<h2>Misclassified test images</h2>",
             report.image_grid(misclassified),
+            *_gradcam_section(explained),
             *_training_section(training),
         ],
     )
+
+
+def _gradcam_section(explained: list[dict] | None) -> list[str]:
+    if explained is None:
+        return []
+    return [
+        "<h2>Where the candidate looked (Grad-CAM)</h2>",
+        "<p>Warm colours mark the regions that raised the predicted class's score the most.</p>",
+        report.image_grid(explained),
+    ]
 
 
 def _training_section(training: dict | None) -> list[str]:

@@ -236,7 +236,9 @@ def train(
     l2: float,
     mixed_precision: str,
     xla: bool,
+    tflite: str,
     model: Output[Model],
+    keras_model: Output[Model],
     metrics: Output[Metrics],
     checkpoints: Output[Artifact],
     tensorboard_logs: Output[Artifact],
@@ -254,7 +256,7 @@ def train(
     from pathlib import Path
 
     from components import report, storage
-    from components.train import TrainConfig
+    from components.train import KERAS_MODEL_FILE, TrainConfig
     from components.train import train as train_model
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -281,11 +283,18 @@ def train(
         l2=l2,
         mixed_precision=mixed_precision,
         xla=xla,
+        tflite=tflite,
         checkpoint_dir=storage.durable_location(checkpoints.uri, checkpoints.path),
         tensorboard_dir=tensorboard_logs.path,
     )
     config = dataclasses.replace(config, **hyperparameters)
-    result = train_model(examples.path, transform_graph.path, model.path, config)
+    result = train_model(
+        examples.path,
+        transform_graph.path,
+        model.path,
+        config,
+        keras_model_path=str(Path(keras_model.path) / KERAS_MODEL_FILE),
+    )
     for name, value in result.final_metrics.items():
         metrics.log_metric(name, value)
     Path(training_curves.path).write_text(
@@ -297,7 +306,9 @@ def train(
 @_component
 def evaluate(
     model: Input[Model],
+    keras_model: Input[Model],
     validated_manifest: Input[Dataset],
+    resize_policy: str,
     serving_root: str,
     model_name: str,
     min_accuracy: float,
@@ -321,6 +332,7 @@ def evaluate(
 
     from components.evaluate import BlessingRules
     from components.evaluate import evaluate as evaluate_models
+    from components.train import KERAS_MODEL_FILE
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     rules = BlessingRules(
@@ -333,6 +345,8 @@ def evaluate(
         model_name,
         rules,
         output_dir=evaluation.path,
+        keras_model_path=str(Path(keras_model.path) / KERAS_MODEL_FILE),
+        resize_policy=resize_policy,
     )
     shutil.copyfile(Path(evaluation.path) / "report.html", report.path)
     shutil.copyfile(Path(evaluation.path) / "summary.md", summary.path)

@@ -36,7 +36,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from sklearn.metrics import precision_recall_curve
 
-from components import augmentation, preprocess, serving, storage
+from components import augmentation, preprocess, serving, storage, tflite_export
 from components.backbones import get_backbone
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ CACHE_MEMORY_SHARE = 0.25
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 CLASS_WEIGHTS = ("none", "balanced")
+# The Keras model's file in train's keras_model artifact (Grad-CAM reads it).
+KERAS_MODEL_FILE = "model.keras"
 LOSSES = ("crossentropy", "focal")
 MIXED_PRECISION = ("auto", "on", "off")
 
@@ -84,6 +86,9 @@ class TrainConfig:
     xla: bool = False
     # Where TensorBoard logs go, one run per stage; "" for none.
     tensorboard_dir: str = ""
+    # TFLite exports beside the SavedModel (assets.extra/tflite): "float16", "int8", both
+    # comma-separated, or "none".
+    tflite: str = "none"
     # Where each epoch is backed up, so that a killed and restarted step resumes; "" for none.
     checkpoint_dir: str = ""
     seed: int = 42
@@ -104,6 +109,7 @@ class TrainConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), not {self.label_smoothing}.")
         if self.l2 < 0 or self.focal_gamma < 0:
             raise ValueError("l2 and focal_gamma must not be negative.")
+        tflite_export.parse_quantizations(self.tflite)
         if self.xla and augmentation.geometric(self.augmentations):
             raise ValueError(
                 f"xla cannot compile the {', '.join(augmentation.geometric(self.augmentations))} "
@@ -124,6 +130,8 @@ class TrainResult:
     class_weights: dict[int, float] | None = None
     replicas: int = 1
     precision_policy: str = "float32"
+    # Per TFLite quantisation: its file, size and agreement with the model.
+    tflite: dict[str, dict] | None = None
 
     @property
     def final_metrics(self) -> dict[str, float]:
@@ -131,9 +139,14 @@ class TrainResult:
 
 
 def train(
-    examples_dir: str, transform_dir: str, model_dir: str, config: TrainConfig
+    examples_dir: str,
+    transform_dir: str,
+    model_dir: str,
+    config: TrainConfig,
+    keras_model_path: str | None = None,
 ) -> TrainResult:
-    """Trains on ``examples_dir/{train,validation}`` and writes the serving SavedModel."""
+    """Trains on ``examples_dir/{train,validation}`` and writes the serving SavedModel; with
+    ``keras_model_path``, the Keras model too (a ``.keras`` file, for Grad-CAM)."""
     keras.utils.set_random_seed(config.seed)
     tft_output = tft.TFTransformOutput(transform_dir)
     class_names = [
@@ -186,6 +199,15 @@ def train(
         model, transform_dir, class_names, config.image_size, model_dir, result.thresholds
     )
     extra = Path(model_dir) / "assets.extra"
+    quantizations = tflite_export.parse_quantizations(config.tflite)
+    if quantizations:
+        split = "validation" if validation_data is not None else "train"
+        samples = make_dataset(examples_dir, split, tft_output, config, training=False)
+        images = np.concatenate([batch.numpy() for batch, _ in samples.take(4)])
+        result.tflite = tflite_export.export(model, str(extra / "tflite"), quantizations, images)
+    if keras_model_path:
+        Path(keras_model_path).parent.mkdir(parents=True, exist_ok=True)
+        model.save(keras_model_path)
     extra.mkdir(parents=True, exist_ok=True)
     (extra / serving.TRAINING_FILE).write_text(
         json.dumps({"config": asdict(config), **asdict(result)}, indent=2)

@@ -118,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--xla", action="store_true", help="compile train steps with XLA")
     run.add_argument(
+        "--tflite",
+        default="none",
+        help="TFLite exports beside the SavedModel: float16, int8 (dynamic range), both "
+        "comma-separated, or none",
+    )
+    run.add_argument(
         "--tune-trials",
         type=int,
         default=0,
@@ -303,6 +309,7 @@ def _run(args: argparse.Namespace) -> int:
         "l2": args.l2,
         "mixed_precision": args.mixed_precision,
         "xla": args.xla,
+        "tflite": args.tflite,
         "tune_trials": args.tune_trials,
         "tune_algorithm": args.tune_algorithm,
         "augmentations": args.augmentations,

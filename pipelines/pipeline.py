@@ -55,6 +55,7 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
         l2: float = 0.0,
         mixed_precision: str = "auto",
         xla: bool = False,
+        tflite: str = "none",
         tune_trials: int = 0,
         tune_algorithm: str = "random",
         min_accuracy: float = 0.5,
@@ -129,14 +130,18 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
             untuned = kfp_steps.untuned().set_container_image(step_image)
 
         trained = kfp_steps.train(
-            **training, hyperparameters=dsl.OneOf(tuned.outputs["Output"], untuned.output)
+            **training,
+            tflite=tflite,
+            hyperparameters=dsl.OneOf(tuned.outputs["Output"], untuned.output),
         )
         trained.set_container_image(gpu_image)
         trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
 
         evaluated = kfp_steps.evaluate(
             model=trained.outputs["model"],
+            keras_model=trained.outputs["keras_model"],
             validated_manifest=validated.outputs["validated_manifest"],
+            resize_policy=resize_policy,
             serving_root=serving_root,
             model_name=model_name,
             min_accuracy=min_accuracy,

@@ -139,8 +139,19 @@ def _train_small_model(model_dir: Path, prepared: dict[str, str], **options) -> 
         augmentations="none",
         **options,
     )
-    train(prepared["examples"], prepared["transform"], str(model_dir), config)
+    train(
+        prepared["examples"],
+        prepared["transform"],
+        str(model_dir),
+        config,
+        keras_model_path=keras_model_of(model_dir),
+    )
     return str(model_dir)
+
+
+def keras_model_of(model_dir: str | Path) -> str:
+    """Where the fixtures' training keeps the Keras model of the SavedModel in ``model_dir``."""
+    return str(Path(model_dir).parent / "model.keras")
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import keras_model_of
 
 from components import manifest
 from components.evaluate import (
@@ -165,7 +166,13 @@ def test_candidate_against_the_served_model(trained_model, prepared, tmp_path):
     push(trained_model, serving_root, "colours", prepared["validated"])
     out = tmp_path / "out"
     second = evaluate(
-        trained_model, prepared["validated"], serving_root, "colours", rules, output_dir=str(out)
+        trained_model,
+        prepared["validated"],
+        serving_root,
+        "colours",
+        rules,
+        output_dir=str(out),
+        keras_model_path=keras_model_of(trained_model),
     )
     assert second.baseline_version == 1
     assert second.baseline.accuracy == second.candidate.accuracy
@@ -176,6 +183,9 @@ def test_candidate_against_the_served_model(trained_model, prepared, tmp_path):
     report = (out / "report.html").read_text()
     assert "Evaluation: blessed" in report and "Baseline: version 1" in report
     assert "rgba(76, 120, 168" in report  # the confusion heatmap
+    gradcam = report[report.index("(Grad-CAM)") :]
+    assert gradcam.count("<img src='data:image/png;base64,") == min(6, test_images)
+    assert "Training curves" in report
     summary = (out / "summary.md").read_text()
     assert summary.startswith("## Evaluation: **Blessed**")
     assert "against served version 1" in summary

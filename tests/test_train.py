@@ -187,6 +187,7 @@ def test_the_cli_offers_the_trainers_choices():
         ({"class_weight": "inverse"}, "class_weight must be one of none, balanced"),
         ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
         ({"loss": "hinge"}, "loss must be one of crossentropy, focal"),
+        ({"tflite": "float64"}, "Unknown TFLite quantisation float64"),
         ({"mixed_precision": "bf16"}, "mixed_precision must be one of auto, on, off"),
         ({"l2": -1.0}, "l2 and focal_gamma must not be negative"),
         ({"xla": True, "augmentations": "flip,zoom"}, "xla cannot compile the zoom augmentation"),
@@ -230,8 +231,11 @@ def test_training_with_sgd_cosine_smoothing_and_class_weights(prepared, tmp_path
         loss="focal",
         l2=1e-4,
         tensorboard_dir=str(tmp_path / "logs"),
+        tflite="int8",
     )
     result = train.train(prepared["examples"], prepared["transform"], str(tmp_path / "m"), config)
+    assert (tmp_path / "m" / "assets.extra" / "tflite" / "model_int8.tflite").is_file()
+    assert set(result.tflite) == {"int8"} and result.tflite["int8"]["sample_images"] > 0
     assert list((tmp_path / "logs" / "full" / "train").glob("events.out.tfevents.*"))
     assert list((tmp_path / "logs" / "full" / "validation").glob("events.out.tfevents.*"))
     train_rows = manifest.split_rows(manifest.read(prepared["validated"]), "train")
