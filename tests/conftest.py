@@ -7,6 +7,8 @@ import itertools
 import json
 import os
 import socket
+import threading
+from http import HTTPStatus
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +197,7 @@ def gcs_bucket(monkeypatch):
 
     from components import storage
 
+    _honour_create_only_preconditions(monkeypatch)
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
         port = probe.getsockname()[1]
@@ -207,3 +210,31 @@ def gcs_bucket(monkeypatch):
     finally:
         storage.gcs_client.cache_clear()
         server.stop()
+
+
+def _honour_create_only_preconditions(monkeypatch) -> None:
+    """Teaches the emulator GCS's ``ifGenerationMatch=0`` (create the object only if none
+    exists, else 412), which it ignores and which our version claims rely on."""
+    from gcp_storage_emulator import server
+    from gcp_storage_emulator.exceptions import NotFound
+    from gcp_storage_emulator.handlers import objects
+
+    original = objects.insert
+    lock = threading.Lock()
+
+    def insert(request, response, storage, *args, **kwargs):
+        if request.query.get("ifGenerationMatch") != ["0"]:
+            return original(request, response, storage, *args, **kwargs)
+        name = request.query["name"][0] if "name" in request.query else None
+        name = name or request.data["meta"]["name"]
+        with lock:
+            try:
+                storage.get_file_obj(request.params["bucket_name"], name)
+            except NotFound:
+                return original(request, response, storage, *args, **kwargs)
+            response.status = HTTPStatus.PRECONDITION_FAILED
+
+    monkeypatch.setattr(objects, "insert", insert)
+    for _, handlers in server.HANDLERS:
+        if handlers.get("POST") is original:
+            monkeypatch.setitem(handlers, "POST", insert)

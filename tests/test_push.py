@@ -1,10 +1,14 @@
 import json
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 import tensorflow as tf
-from conftest import CLASS_COLOURS, colour_image
+from conftest import CLASS_COLOURS, REPO, colour_image
 from tensorflow_serving.apis import prediction_log_pb2
 
 from components import manifest, serving, serving_config, serving_layout
@@ -191,3 +195,87 @@ def test_retention_on_a_bucket(gcs_bucket):
     assert serving_layout.prune(root, "m", keep=1) == [1, 2]
     assert serving_layout.list_versions(root, "m") == [3]
     assert serving_layout.latest_version(root, "m")[0] == 3
+
+
+def _push_in_a_process(trained_model, root, validated, upload_delay=0.0):
+    """``push`` in a fresh Python process, as a KFP pod runs it; ``upload_delay`` seconds
+    after each GCS upload give a test time to kill it between two files."""
+    code = (
+        "import time\n"
+        "from components import storage\n"
+        "from components.push import push\n"
+        "upload = storage.upload_file\n"
+        "def slow_upload(*args):\n"
+        "    upload(*args)\n"
+        f"    time.sleep({upload_delay})\n"
+        "storage.upload_file = slow_upload\n"
+        f"push({trained_model!r}, {root!r}, 'colours', {validated!r})\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+
+
+def _kill_when(process, condition, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not condition() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def test_a_push_killed_midway_leaves_no_version(trained_model, prepared, tmp_path):
+    root = tmp_path / "serving"
+    process = _push_in_a_process(trained_model, str(root), prepared["validated"])
+    _kill_when(process, lambda: any(root.glob("colours/.staging-*/saved_model.pb")))
+
+    assert list(root.glob("colours/.staging-*")), "the kill came before the model was staged"
+    assert serving_layout.list_versions(str(root), "colours") == []
+    assert all(name.startswith(".") for name in _visible_entries(root, "colours"))
+    assert push(trained_model, str(root), "colours", prepared["validated"]).version == 1
+
+
+def test_a_push_to_a_bucket_killed_midway_leaves_no_loadable_version(
+    trained_model, prepared, gcs_bucket
+):
+    root = "gs://photos/serving"
+    process = _push_in_a_process(trained_model, root, prepared["validated"], upload_delay=0.5)
+
+    def uploading():
+        return any(gcs_bucket.client.list_blobs("photos", prefix="serving/colours/1/"))
+
+    _kill_when(process, uploading)
+    names = {b.name for b in gcs_bucket.client.list_blobs("photos", prefix="serving/colours/1/")}
+    assert names, "the kill came before the upload started"
+    assert "serving/colours/1/saved_model.pb" not in names  # TF Serving cannot load it
+    assert serving_layout.latest_version(root, "colours") is None
+    pushed = push(trained_model, root, "colours", prepared["validated"])
+    assert pushed.version == 2
+    assert serving_layout.latest_version(root, "colours") == (2, pushed.path)
+
+
+def test_concurrent_publishes_to_a_bucket_get_distinct_versions(gcs_bucket, tmp_path):
+    root = "gs://photos/serving"
+    staged = []
+    for i in range(4):
+        folder = tmp_path / f"staged-{i}"
+        (folder / "variables").mkdir(parents=True)
+        (folder / "variables" / "variables.index").write_text(str(i))
+        (folder / "saved_model.pb").write_text(str(i))
+        staged.append(folder)
+    results = []
+    barrier = threading.Barrier(len(staged))
+
+    def publish(folder):
+        barrier.wait()
+        results.append(serving_layout.publish(str(folder), root, "m"))
+
+    threads = [threading.Thread(target=publish, args=(f,)) for f in staged]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(version for version, _ in results) == [1, 2, 3, 4]
+    contents = {
+        gcs_bucket.blob(f"serving/m/{version}/saved_model.pb").download_as_text()
+        for version, _ in results
+    }
+    assert contents == {"0", "1", "2", "3"}  # nothing clobbered
