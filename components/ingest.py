@@ -123,13 +123,13 @@ def read_listing(listing_uri: str) -> list[tuple[str, str | list[str], str | Non
 
     Relative URIs resolve against the listing's folder and may not leave it.
     """
-    text = storage.read_bytes(listing_uri).decode("utf-8")
-    is_jsonl = listing_uri.lower().endswith(".jsonl")
-    if is_jsonl:
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    else:
-        records = list(csv.DictReader(io.StringIO(text)))
     name = listing_uri.rsplit("/", 1)[-1]
+    try:
+        text = storage.read_bytes(listing_uri).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{name}: a listing must be UTF-8 text ({error}).") from None
+    is_jsonl = listing_uri.lower().endswith(".jsonl")
+    records = _jsonl_records(text, name) if is_jsonl else _csv_records(text, name)
     if not records:
         raise ValueError(f"{listing_uri} lists no images.")
     multi_label = manifest.LABELS_COLUMN in records[0]
@@ -142,6 +142,8 @@ def read_listing(listing_uri: str) -> list[tuple[str, str | list[str], str | Non
         label = _listed_labels(record, where) if multi_label else _listed_label(record, where)
         if not uri:
             raise ValueError(f"{where}: every row needs a uri.")
+        if any(ord(character) < 32 for character in uri):
+            raise ValueError(f"{where}: the uri {uri!r} holds a control character.")
         split = str(record.get("split") or "").strip().lower() or None
         if split is not None and split not in SPLIT_FOLDERS:
             raise ValueError(f"{where}: split {split!r} is not one of train, validation, test.")
@@ -151,6 +153,29 @@ def read_listing(listing_uri: str) -> list[tuple[str, str | list[str], str | Non
     ):
         raise ValueError(f"{name}: give a split for every row or for none.")
     return labelled
+
+
+def _jsonl_records(text: str, name: str) -> list[dict]:
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as error:
+            raise ValueError(f"{name} line {number}: not a JSON object ({error}).") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{name} line {number}: not a JSON object with uri and label.")
+        records.append(record)
+    return records
+
+
+def _csv_records(text: str, name: str) -> list[dict]:
+    try:
+        # newline="": the csv module reads line ends itself, \r inside quoted fields included.
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error as error:
+        raise ValueError(f"{name}: not a valid CSV listing ({error}).") from None
 
 
 def _listed_label(record: dict, where: str) -> str:
@@ -192,9 +217,14 @@ def _resolve(base: str, uri: str, where: str) -> str:
         return uri
     if storage.is_gcs(base):
         bucket, prefix = storage.split_gcs_uri(base)
+        prefix = prefix.strip("/")
         joined = posixpath.normpath(posixpath.join(prefix, uri))
-        inside = joined == prefix or joined.startswith(prefix.rstrip("/") + "/")
-        resolved = f"{storage.GCS_SCHEME}{bucket}/{joined}"
+        joined = "" if joined == "." else joined
+        if prefix:
+            inside = joined == prefix or joined.startswith(prefix + "/")
+        else:  # a listing at the bucket's root: anything that does not climb out
+            inside = joined != ".." and not joined.startswith("../")
+        resolved = f"{storage.GCS_SCHEME}{bucket}/{joined}".rstrip("/")
     else:
         resolved_path = (Path(base) / uri).resolve()
         inside = resolved_path.is_relative_to(Path(base).resolve())

@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import keras_model_of
+from conftest import IMAGE_SIZE, _train_small_model, keras_model_of
 
 from components import manifest
 from components.evaluate import (
@@ -14,6 +14,7 @@ from components.evaluate import (
     expected_calibration_error,
     multi_label_metrics,
 )
+from components.preprocess import preprocess
 from components.push import push
 
 CLASSES = ["cat", "dog", "owl"]
@@ -189,6 +190,40 @@ def test_candidate_against_the_served_model(trained_model, prepared, tmp_path):
     summary = (out / "summary.md").read_text()
     assert summary.startswith("## Evaluation: **Blessed**")
     assert "against served version 1" in summary
+
+
+@pytest.fixture(scope="module")
+def shuffled_label_model(tmp_path_factory, prepared) -> str:
+    """A model trained like trained_model on the same images with the train labels shuffled:
+    worse, as a bad data drop or a broken labelling job makes a retrained model."""
+    work = tmp_path_factory.mktemp("shuffled")
+    frame = manifest.read(prepared["validated"])
+    train = frame["split"] == "train"
+    rng = np.random.default_rng(0)
+    frame.loc[train, "label"] = rng.permutation(frame.loc[train, "label"].to_numpy())
+    manifest.write(frame, work / "validated")
+    paths = {"examples": str(work / "examples"), "transform": str(work / "transform")}
+    preprocess(str(work / "validated"), paths["examples"], paths["transform"], IMAGE_SIZE)
+    return _train_small_model(work / "model", paths, epochs=3, batch_size=16)
+
+
+@pytest.mark.slow
+def test_a_worse_retrain_is_refused_by_name_and_a_better_one_blessed(
+    trained_model, shuffled_label_model, prepared, tmp_path
+):
+    rules = BlessingRules(min_accuracy=0.0, max_regression=0.02)
+    good_served = str(tmp_path / "good-served")
+    push(trained_model, good_served, "colours", prepared["validated"])
+    worse = evaluate(shuffled_label_model, prepared["validated"], good_served, "colours", rules)
+    assert not worse.blessed
+    failed = [check["rule"] for check in worse.checks if not check["passed"]]
+    assert any(rule.startswith("accuracy >= baseline accuracy") for rule in failed), failed
+    assert worse.candidate.accuracy < worse.baseline.accuracy - 0.02
+
+    worse_served = str(tmp_path / "worse-served")
+    push(shuffled_label_model, worse_served, "colours", prepared["validated"])
+    better = evaluate(trained_model, prepared["validated"], worse_served, "colours", rules)
+    assert better.blessed and better.baseline_version == 1
 
 
 def test_a_broken_baseline_does_not_block_a_fix(trained_model, prepared, tmp_path):
