@@ -113,7 +113,7 @@ def evaluate(
     output_dir: str | None = None,
     batch_size: int = 32,
     keras_model_path: str | None = None,
-    resize_policy: str = "pad",
+    resize_policy: str = "stretch",
 ) -> Evaluation:
     """Scores both models and applies ``rules``; with ``output_dir``, writes
     ``evaluation.json``, ``report.html`` and ``summary.md`` there, and with the candidate's
@@ -374,7 +374,7 @@ def gradcam_grid(
     images: list[bytes],
     true_labels: list[str],
     predicted: list[str],
-    resize_policy: str = "pad",
+    resize_policy: str = "stretch",
 ) -> list[dict]:
     """Grad-CAM overlays (PNG data URIs) of the top predicted class for the first
     misclassified test images and as many correctly classified ones."""

@@ -48,7 +48,7 @@ MULTI_LABEL_RAW_FEATURE_SPEC = {
 }
 # How a non-square image becomes square: "pad" keeps all of it (black bars), "crop" keeps
 # the centre square (no bars, but the edges of wide or tall images are lost).
-RESIZE_POLICIES = ("pad", "crop")
+RESIZE_POLICIES = ("pad", "crop", "stretch")
 TFRECORD_SUFFIX = ".tfrecord.gz"
 # Images per split and their size, beside the TFRecords, so that training can tell whether
 # the decoded data fits in memory without reading it.
@@ -59,26 +59,31 @@ _IMAGES_PER_RECORD_BATCH = 64
 
 
 def decode_and_resize(
-    image_bytes: tf.Tensor, image_size: int, resize_policy: str = "pad"
+    image_bytes: tf.Tensor, image_size: int, resize_policy: str = "stretch"
 ) -> tf.Tensor:
     """Encoded JPEG/PNG/GIF/BMP/WebP -> uint8 RGB ``[image_size, image_size, 3]``.
 
     Grayscale and RGBA become RGB, an animated GIF gives its first frame, a photo is turned
-    upright by its EXIF orientation, and the aspect ratio is kept, never stretched: padded with
-    black (``pad``) or cropped to the centre square (``crop``).
+    upright by its EXIF orientation. The square is made by padding with black (``pad``: all of
+    the image, at a lower resolution), cropping to the centre square (``crop``: the edges of
+    long images are lost) or stretching (``stretch``: everything at full resolution, the
+    aspect ratio distorted, as Keras' ``Resizing`` does by default).
     """
     image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
     image = exif.apply_orientation(image, exif.orientation(image_bytes))
     if resize_policy == "crop":
         side = tf.reduce_min(tf.shape(image)[:2])
         image = tf.image.resize_with_crop_or_pad(image, side, side)
+    if resize_policy in ("crop", "stretch"):
         image = tf.image.resize(image, [image_size, image_size], antialias=True)
     else:
         image = tf.image.resize_with_pad(image, image_size, image_size, antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
-def make_preprocessing_fn(image_size: int, multi_label: bool = False, resize_policy: str = "pad"):
+def make_preprocessing_fn(
+    image_size: int, multi_label: bool = False, resize_policy: str = "stretch"
+):
     def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         # Images are stored as serialized uint8 tensors: already resized, read back with a
         # memory copy instead of a second decode.
@@ -114,7 +119,7 @@ def preprocess(
     transform_dir: str,
     image_size: int,
     beam_pipeline_args: list[str] | None = None,
-    resize_policy: str = "pad",
+    resize_policy: str = "stretch",
     rebalance_to: int = 0,
 ) -> dict[str, int]:
     """Writes gzip TFRecords to ``examples_dir/<split>/`` and the transform graph to

@@ -54,9 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--image-size", type=int, default=224)
     run.add_argument(
         "--resize-policy",
-        choices=("pad", "crop"),
-        default="pad",
-        help="square images by padding (keeps everything) or a centre crop (no bars)",
+        choices=("pad", "crop", "stretch"),
+        default="stretch",
+        help="square images by padding (keeps everything, smaller), a centre crop (loses the "
+        "edges) or stretching (keeps everything at full resolution, distorted)",
     )
     run.add_argument(
         "--rebalance-to",
@@ -65,8 +66,10 @@ def _parser() -> argparse.ArgumentParser:
         help="write augmented copies of train images until every class has this many "
         "(single-label data; 0: off)",
     )
-    run.add_argument("--epochs", type=int, default=5, help="stage 1: head only")
-    run.add_argument("--fine-tune-epochs", type=int, default=3, help="stage 2: top unfrozen")
+    run.add_argument("--epochs", type=int, default=2, help="stage 1: head only")
+    run.add_argument(
+        "--fine-tune-epochs", type=int, default=6, help="stage 2: the backbone unfrozen"
+    )
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--learning-rate", type=float, default=1e-3)
     run.add_argument(
@@ -99,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--unfreeze-fraction",
         type=float,
-        default=0.3,
+        default=1.0,
         help="stage 2: the top share of backbone layers to fine-tune",
     )
     run.add_argument(

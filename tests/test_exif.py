@@ -63,7 +63,7 @@ def test_missing_or_broken_exif_means_upright(data):
 
 def test_preprocess_turns_a_sideways_portrait_upright():
     portrait = Image.new("RGB", (20, 40), (255, 255, 255))  # tall, white
-    image = decode_and_resize(_jpeg_with_orientation(6, portrait), 32).numpy()
+    image = decode_and_resize(_jpeg_with_orientation(6, portrait), 32, resize_policy="pad").numpy()
     # Shown turned, the portrait is landscape: black bars above and below, not at the sides.
     assert image[0].max() < 20 and image[-1].max() < 20
     assert image[16, 0].min() > 230 and image[16, -1].min() > 230

@@ -90,7 +90,7 @@ def test_animated_gif_gives_its_first_frame():
 
 def test_aspect_ratio_is_kept_by_padding():
     wide = encode_image(np.full((10, 40, 3), 255, np.uint8))
-    image = decode_and_resize(wide, 32).numpy()
+    image = decode_and_resize(wide, 32, resize_policy="pad").numpy()
     assert image.shape == (32, 32, 3)
     assert image[0].max() == 0 and image[-1].max() == 0  # black bars top and bottom
     assert image[16].min() == 255  # the picture itself, unstretched, in the middle
@@ -106,8 +106,18 @@ def test_the_crop_policy_keeps_the_centre_square():
     assert image.min() >= 250  # only the white middle: no bars, no coloured edges
 
 
+def test_the_stretch_policy_keeps_everything_at_full_size():
+    pixels = np.full((10, 40, 3), 255, np.uint8)
+    pixels[:, :10] = (255, 0, 0)
+    pixels[:, 30:] = (0, 0, 255)
+    image = decode_and_resize(encode_image(pixels), 32, resize_policy="stretch").numpy()
+    assert image.shape == (32, 32, 3)
+    assert (image[:, :6] == (255, 0, 0)).all() and (image[:, -6:] == (0, 0, 255)).all()
+    assert (image[:, 10:22] == 255).all()  # no bars: the white middle fills every row
+
+
 def test_an_unknown_resize_policy_is_refused(prepared, tmp_path):
-    with pytest.raises(ValueError, match="resize_policy must be one of pad, crop, not 'fit'"):
+    with pytest.raises(ValueError, match="resize_policy must be one of pad, crop, stretch, not"):
         preprocess(prepared["validated"], str(tmp_path / "e"), str(tmp_path / "t"), 32, None, "fit")
 
 
