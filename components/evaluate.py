@@ -378,9 +378,7 @@ def gradcam_grid(
 ) -> list[dict]:
     """Grad-CAM overlays (PNG data URIs) of the top predicted class for the first
     misclassified test images and as many correctly classified ones."""
-    import keras
-
-    model = keras.models.load_model(keras_model_path, compile=False)
+    model = gradcam.load_classifier(keras_model_path)
     size = model.input_shape[1]
     wrong = [i for i, (t, p) in enumerate(zip(true_labels, predicted, strict=True)) if t != p]
     right = [i for i in range(len(images)) if i not in set(wrong)]

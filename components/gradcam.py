@@ -13,6 +13,14 @@ import numpy as np
 import tensorflow as tf
 
 
+def load_classifier(path: str) -> keras.Model:
+    """A classifier train saved (``.keras``), in a process that has not built one: the
+    modules of our own layers are imported first so that Keras knows their classes."""
+    from components import backbones, random_affine  # noqa: F401 - they register layers
+
+    return keras.models.load_model(path, compile=False)
+
+
 def heatmaps(
     model: keras.Model, images: np.ndarray, class_ids: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,13 @@
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
+from conftest import REPO
 
 from components import gradcam
+from components.train import TrainConfig, build_model
 
 
 def _red_blue_classifier(size: int = 16) -> keras.Model:
@@ -53,3 +58,22 @@ def test_the_overlay_keeps_cold_pixels_and_warms_hot_ones():
     assert blended.shape == (4, 4, 3) and blended.dtype == np.uint8
     assert (blended[3, 3] == 100).all()
     assert blended[0, 0, 0] > 100 and blended[0, 0, 2] < 100
+
+
+def test_a_saved_classifier_with_our_own_layers_loads_in_a_fresh_process(tmp_path):
+    config = TrainConfig(
+        backbone="resnet50", weights="none", image_size=32, augmentations="flip,rotation,zoom"
+    )
+    model, _ = build_model(config, num_classes=2)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    code = (
+        "from components import gradcam\n"
+        f"model = gradcam.load_classifier({str(path)!r})\n"
+        "print([layer.__class__.__name__ for layer in model.layers])\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "RandomAffine" in completed.stdout and "CaffeScaling" in completed.stdout
