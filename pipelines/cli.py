@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         "--fine-tune-epochs", type=int, default=6, help="stage 2: the backbone unfrozen"
     )
     run.add_argument("--batch-size", type=int, default=32)
-    run.add_argument("--learning-rate", type=float, default=1e-3)
+    run.add_argument("--learning-rate", type=float, default=3e-3)
     run.add_argument(
         "--augmentations",
         default=DEFAULT_AUGMENTATIONS,

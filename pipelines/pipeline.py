@@ -40,7 +40,7 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
         epochs: int = 2,
         fine_tune_epochs: int = 6,
         batch_size: int = 32,
-        learning_rate: float = 1e-3,
+        learning_rate: float = 3e-3,
         augmentations: str = DEFAULT_AUGMENTATIONS,
         early_stopping_patience: int = 3,
         optimizer: str = "adam",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import IMAGE_SIZE, keras_model_of
 
-from components import manifest, preprocess, tflite_export
+from components import manifest, preprocess, serving, tflite_export
 
 
 def test_quantisations_parse_and_unknown_ones_are_refused():
@@ -37,5 +37,11 @@ def test_both_quantisations_agree_with_the_model_they_came_from(trained_model, p
             float(np.abs(scores - expected).max())
         )
     assert report["float16"]["max_score_difference"] < 0.01
+    # And against the serving SavedModel on the encoded files, as TF Serving answers.
+    served = serving.ServedModel(trained_model).predict(
+        [Path(uri).read_bytes() for uri in test["uri"]]
+    )
+    float16 = tflite_export.run((tmp_path / "model_float16.tflite").read_bytes(), images)
+    assert abs(float16 - served[serving.SCORES_KEY]).max() < 0.01
     assert report["int8"]["bytes"] < report["float16"]["bytes"]
     assert json.loads((tmp_path / tflite_export.REPORT_FILE).read_text()) == report
