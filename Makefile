@@ -25,7 +25,7 @@ run: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=15
 
 test-fast: $(INSTALLED)
 	$(BIN)/pytest -m "not slow"
