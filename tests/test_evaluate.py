@@ -192,37 +192,41 @@ def test_candidate_against_the_served_model(trained_model, prepared, tmp_path):
     assert "against served version 1" in summary
 
 
-@pytest.fixture(scope="module")
-def shuffled_label_model(tmp_path_factory, prepared) -> str:
-    """A model trained like trained_model on the same images with the train labels shuffled:
-    worse, as a bad data drop or a broken labelling job makes a retrained model."""
-    work = tmp_path_factory.mktemp("shuffled")
+def _retrained(work, prepared: dict[str, str], shuffle_labels: bool) -> str:
+    """A model trained long enough to learn the colours, on the train labels as given or
+    shuffled (as a bad data drop or a broken labelling job would leave them)."""
     frame = manifest.read(prepared["validated"])
-    train = frame["split"] == "train"
-    rng = np.random.default_rng(0)
-    frame.loc[train, "label"] = rng.permutation(frame.loc[train, "label"].to_numpy())
+    if shuffle_labels:
+        train = frame["split"] == "train"
+        rng = np.random.default_rng(0)
+        frame.loc[train, "label"] = rng.permutation(frame.loc[train, "label"].to_numpy())
     manifest.write(frame, work / "validated")
     paths = {"examples": str(work / "examples"), "transform": str(work / "transform")}
     preprocess(str(work / "validated"), paths["examples"], paths["transform"], IMAGE_SIZE)
-    return _train_small_model(work / "model", paths, epochs=3, batch_size=16)
+    return _train_small_model(
+        work / "model", paths, epochs=10, batch_size=4, early_stopping_patience=10
+    )
 
 
 @pytest.mark.slow
-def test_a_worse_retrain_is_refused_by_name_and_a_better_one_blessed(
-    trained_model, shuffled_label_model, prepared, tmp_path
-):
+def test_a_worse_retrain_is_refused_by_name_and_a_better_one_blessed(prepared, tmp_path):
+    good = _retrained(tmp_path / "good", prepared, shuffle_labels=False)
+    shuffled = _retrained(tmp_path / "shuffled", prepared, shuffle_labels=True)
     rules = BlessingRules(min_accuracy=0.0, max_regression=0.02)
     good_served = str(tmp_path / "good-served")
-    push(trained_model, good_served, "colours", prepared["validated"])
-    worse = evaluate(shuffled_label_model, prepared["validated"], good_served, "colours", rules)
+    push(good, good_served, "colours", prepared["validated"])
+    worse = evaluate(shuffled, prepared["validated"], good_served, "colours", rules)
+    assert worse.baseline.accuracy >= 0.6, "the good model did not learn the colours"
     assert not worse.blessed
     failed = [check["rule"] for check in worse.checks if not check["passed"]]
     assert any(rule.startswith("accuracy >= baseline accuracy") for rule in failed), failed
-    assert worse.candidate.accuracy < worse.baseline.accuracy - 0.02
 
+    # Against the shuffled model the good one wins on accuracy. The per-class recall rule is
+    # off here: a model that calls everything one colour has perfect recall on that colour.
     worse_served = str(tmp_path / "worse-served")
-    push(shuffled_label_model, worse_served, "colours", prepared["validated"])
-    better = evaluate(trained_model, prepared["validated"], worse_served, "colours", rules)
+    push(shuffled, worse_served, "colours", prepared["validated"])
+    rules = BlessingRules(min_accuracy=0.0, max_regression=0.02, max_class_recall_drop=1.0)
+    better = evaluate(good, prepared["validated"], worse_served, "colours", rules)
     assert better.blessed and better.baseline_version == 1
 
 
