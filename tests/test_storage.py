@@ -68,3 +68,11 @@ def test_a_listing_in_a_bucket_resolves_relative_uris_there(gcs_bucket, tmp_path
     gcs_bucket.blob("shop/items/escape.csv").upload_from_string("uri,label\n../../x.png,red\n")
     with pytest.raises(ValueError, match="points outside"):
         ingest("gs://photos/shop/items/escape.csv", str(tmp_path / "c"))
+
+
+def test_files_that_must_outlive_a_killed_step_go_where_this_code_can_write_at_once(caplog):
+    local = "/tmp/outputs/checkpoints"
+    assert storage.durable_location("gs://b/run/train/checkpoints", local).startswith("gs://")
+    assert storage.durable_location("/mnt/runs/train/checkpoints", local).startswith("/mnt/")
+    assert storage.durable_location("minio://b/run/train/checkpoints", local) == local
+    assert "survive only if the step succeeds" in caplog.text
