@@ -171,30 +171,8 @@ def tune(
     from components.tune import tune as search
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    config = TrainConfig(
-        backbone=backbone,
-        weights=weights,
-        alpha=alpha,
-        image_size=image_size,
-        epochs=epochs,
-        fine_tune_epochs=fine_tune_epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        augmentations=augmentations,
-        early_stopping_patience=early_stopping_patience,
-        optimizer=optimizer,
-        learning_rate_schedule=learning_rate_schedule,
-        warmup_epochs=warmup_epochs,
-        label_smoothing=label_smoothing,
-        class_weight=class_weight,
-        dropout=dropout,
-        unfreeze_fraction=unfreeze_fraction,
-        loss=loss,
-        focal_gamma=focal_gamma,
-        l2=l2,
-        mixed_precision=mixed_precision,
-        xla=xla,
-    )
+    # The step's parameters are named as TrainConfig's fields.
+    config = TrainConfig.from_parameters(locals())
     best = search(examples.path, transform_graph.path, trials.path, config, max_trials, algorithm)
     found = json.loads((Path(trials.path) / TRIALS_FILE).read_text())
     Path(report.path).write_text(
@@ -260,30 +238,9 @@ def train(
     from components.train import train as train_model
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    config = TrainConfig(
-        backbone=backbone,
-        weights=weights,
-        alpha=alpha,
-        image_size=image_size,
-        epochs=epochs,
-        fine_tune_epochs=fine_tune_epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        augmentations=augmentations,
-        early_stopping_patience=early_stopping_patience,
-        optimizer=optimizer,
-        learning_rate_schedule=learning_rate_schedule,
-        warmup_epochs=warmup_epochs,
-        label_smoothing=label_smoothing,
-        class_weight=class_weight,
-        dropout=dropout,
-        unfreeze_fraction=unfreeze_fraction,
-        loss=loss,
-        focal_gamma=focal_gamma,
-        l2=l2,
-        mixed_precision=mixed_precision,
-        xla=xla,
-        tflite=tflite,
+    # The step's parameters are named as TrainConfig's fields.
+    config = TrainConfig.from_parameters(
+        locals(),
         checkpoint_dir=storage.durable_location(checkpoints.uri, checkpoints.path),
         tensorboard_dir=tensorboard_logs.path,
     )

@@ -17,7 +17,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from ai_edge_litert.interpreter import Interpreter
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +82,9 @@ def export(
 
 def run(flat_model: bytes, images: np.ndarray) -> np.ndarray:
     """Scores of a TFLite model for uint8 ``images``, run by LiteRT as a device runs it."""
+    # Imported here: only exports load LiteRT, not every import of the trainer.
+    from ai_edge_litert.interpreter import Interpreter
+
     interpreter = Interpreter(model_content=flat_model)
     input_index = interpreter.get_input_details()[0]["index"]
     interpreter.resize_tensor_input(input_index, images.shape)

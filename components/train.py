@@ -27,7 +27,7 @@ import math
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import keras
@@ -95,6 +95,13 @@ class TrainConfig:
     # Where each epoch is backed up, so that a killed and restarted step resumes; "" for none.
     checkpoint_dir: str = ""
     seed: int = 42
+
+    @classmethod
+    def from_parameters(cls, parameters: dict, **overrides) -> TrainConfig:
+        """The config from a KFP step's parameters: those named as fields, then
+        ``overrides``."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in parameters.items() if k in names}, **overrides)
 
     def __post_init__(self):
         for name, choices in (

@@ -55,13 +55,8 @@ def test_warmup_requests_replay_through_the_pushed_signature(trained_model, prep
     assert replayed == 2
 
 
-def test_concurrent_publishes_get_distinct_versions(tmp_path):
-    root = str(tmp_path / "serving")
-    staged = []
-    for i in range(6):
-        folder = serving_layout.staging_dir(root, "m")
-        (folder / "saved_model.pb").write_text(str(i))
-        staged.append(folder)
+def _publish_at_once(staged: list[Path], root: str) -> list[tuple[int, str]]:
+    """Publishes every staged folder to model ``m``, one thread each, released together."""
     results = []
     barrier = threading.Barrier(len(staged))
 
@@ -74,6 +69,17 @@ def test_concurrent_publishes_get_distinct_versions(tmp_path):
         thread.start()
     for thread in threads:
         thread.join()
+    return results
+
+
+def test_concurrent_publishes_get_distinct_versions(tmp_path):
+    root = str(tmp_path / "serving")
+    staged = []
+    for i in range(6):
+        folder = serving_layout.staging_dir(root, "m")
+        (folder / "saved_model.pb").write_text(str(i))
+        staged.append(folder)
+    results = _publish_at_once(staged, root)
     assert sorted(version for version, _ in results) == [1, 2, 3, 4, 5, 6]
     contents = {(Path(path) / "saved_model.pb").read_text() for _, path in results}
     assert contents == {str(i) for i in range(6)}  # nothing clobbered
@@ -261,18 +267,7 @@ def test_concurrent_publishes_to_a_bucket_get_distinct_versions(gcs_bucket, tmp_
         (folder / "variables" / "variables.index").write_text(str(i))
         (folder / "saved_model.pb").write_text(str(i))
         staged.append(folder)
-    results = []
-    barrier = threading.Barrier(len(staged))
-
-    def publish(folder):
-        barrier.wait()
-        results.append(serving_layout.publish(str(folder), root, "m"))
-
-    threads = [threading.Thread(target=publish, args=(f,)) for f in staged]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = _publish_at_once(staged, root)
     assert sorted(version for version, _ in results) == [1, 2, 3, 4]
     contents = {
         gcs_bucket.blob(f"serving/m/{version}/saved_model.pb").download_as_text()

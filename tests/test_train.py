@@ -405,3 +405,10 @@ def test_a_killed_train_step_resumes_from_its_last_epoch(prepared, tmp_path):
     assert resumed_accuracy == pytest.approx(
         _test_accuracy(str(tmp_path / "whole"), prepared), abs=0.02
     )
+
+
+def test_a_steps_parameters_become_the_config_by_name():
+    parameters = {"backbone": "vgg16", "epochs": 4, "model": object(), "logging": None}
+    config = TrainConfig.from_parameters(parameters, checkpoint_dir="gs://b/c")
+    assert (config.backbone, config.epochs, config.checkpoint_dir) == ("vgg16", 4, "gs://b/c")
+    assert config.alpha == TrainConfig().alpha
