@@ -484,7 +484,11 @@ def _fit(
     ]
     if config.checkpoint_dir:
         callbacks.append(
-            keras.callbacks.BackupAndRestore(storage.join(config.checkpoint_dir, stage))
+            # double_checkpoint: a kill while the backup is written leaves the previous one,
+            # which Keras restores instead of failing on the half-written file.
+            keras.callbacks.BackupAndRestore(
+                storage.join(config.checkpoint_dir, stage), double_checkpoint=True
+            )
         )
     if config.tensorboard_dir:
         callbacks.append(keras.callbacks.TensorBoard(storage.join(config.tensorboard_dir, stage)))
