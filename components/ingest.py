@@ -6,6 +6,9 @@ JSONL listing, where a ``labels`` column instead of ``label`` makes the dataset 
 (several labels per image: ``a|b`` in a CSV cell, a list or ``a|b`` in JSONL); or
 ``sample:digits`` (scikit-learn's bundled handwritten digits rendered as PNGs, so a first run
 needs no download).
+
+A data snapshot (a UTC time) leaves out files changed after it, so that a rerun with the same
+snapshot reads the same images while new ones keep arriving.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import logging
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -46,14 +50,19 @@ def ingest(
     output_uri: str | None = None,
     train_fraction: float = 0.8,
     validation_fraction: float = 0.1,
+    data_snapshot: str = "",
 ) -> pd.DataFrame:
     """Writes ``manifest.csv`` into ``output_dir`` and returns it.
 
     ``output_uri`` is where ``output_dir`` is reachable from other steps (a ``gs://`` URI on a
     cluster); sample images rendered into ``output_dir`` are recorded under it.
+    ``data_snapshot`` (ISO 8601, UTC unless it says otherwise) leaves out files changed after
+    it; empty reads everything there now.
     """
     _check_fractions(train_fraction, validation_fraction)
-    if data_uri == SAMPLE_DIGITS:
+    snapshot = parse_snapshot(data_snapshot) if data_snapshot else None
+    rendered_now = data_uri == SAMPLE_DIGITS
+    if rendered_now:
         sample_dir = Path(output_dir) / "sample-digits"
         render_sample_digits(sample_dir)
         data_uri = storage.join(output_uri or output_dir, "sample-digits")
@@ -62,6 +71,8 @@ def ingest(
     if not storage.is_gcs(data_uri):
         data_uri = str(Path(data_uri).resolve())
     labelled = read_listing(data_uri) if is_listing(data_uri) else list_labelled_files(data_uri)
+    if snapshot is not None and not rendered_now:
+        labelled = _as_of(snapshot, labelled)
     log.info("Found %d files under %s; reading them", len(labelled), data_uri)
     # Only headers are read here, so Pillow's decompression-bomb guard would only hide the
     # size of a bomb; validate refuses those by max_pixels before anything decodes them.
@@ -111,6 +122,57 @@ def list_labelled_files(data_uri: str) -> list[tuple[str, str, str | None]]:
             "<split>/<class>/<image> folders."
         )
     return labelled
+
+
+def snapshot_of_run(data_snapshot: str, scheduled_at: str) -> str:
+    """The snapshot a run reads: the one asked for, else the time the run was scheduled for
+    (KFP resolves it for recurring runs; ``kfp.local`` and older backends pass the placeholder
+    through unresolved, which means none)."""
+    if data_snapshot:
+        return data_snapshot
+    return "" if scheduled_at.startswith("{{") else scheduled_at
+
+
+def parse_snapshot(text: str) -> datetime:
+    try:
+        moment = pd.Timestamp(text)
+    except ValueError:
+        moment = pd.NaT
+    if pd.isna(moment):
+        raise ValueError(
+            f"data_snapshot must be an ISO 8601 time such as 2026-11-25T02:00:00Z, not {text!r}."
+        )
+    if moment.tzinfo is None:
+        moment = moment.tz_localize(timezone.utc)
+    return moment.to_pydatetime()
+
+
+def _as_of(snapshot: datetime, labelled: list[tuple]) -> list[tuple]:
+    """The files not changed after ``snapshot``. A file that cannot be looked at is kept, so
+    that reading it names it among every unreadable file."""
+
+    def changed_after_snapshot(uri: str) -> bool:
+        try:
+            return storage.modified_at(uri) > snapshot
+        except Exception:  # noqa: BLE001 - OSError locally, NotFound etc. on GCS
+            return False
+
+    with ThreadPoolExecutor(max_workers=_READERS) as pool:
+        newer = list(pool.map(changed_after_snapshot, [uri for uri, _, _ in labelled]))
+    kept = [entry for entry, is_newer in zip(labelled, newer, strict=True) if not is_newer]
+    if len(kept) < len(labelled):
+        log.warning(
+            "%d files changed after the data snapshot %s are left out; a run with a later "
+            "snapshot reads them",
+            len(labelled) - len(kept),
+            snapshot.isoformat(),
+        )
+    if not kept:
+        raise ValueError(
+            f"No file was there at the data snapshot {snapshot.isoformat()}: every one of the "
+            f"{len(labelled)} files changed after it. Use a later data_snapshot, or none."
+        )
+    return kept
 
 
 def is_listing(data_uri: str) -> bool:

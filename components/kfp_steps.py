@@ -19,8 +19,8 @@ from kfp.dsl import (
     Output,
 )
 
+# Each task's image comes from pipelines/cluster.yaml; this one is the components' own default.
 STEP_IMAGE = "ghcr.io/imgclf/imgclf:0.1.0"
-GPU_IMAGE = "ghcr.io/imgclf/imgclf-gpu:0.1.0"
 
 _component = dsl.component(base_image=STEP_IMAGE, install_kfp_package=False)
 
@@ -28,24 +28,29 @@ _component = dsl.component(base_image=STEP_IMAGE, install_kfp_package=False)
 @_component
 def ingest(
     data_uri: str,
+    data_snapshot: str,
+    scheduled_at: str,
     train_fraction: float,
     validation_fraction: float,
     manifest: Output[Dataset],
     metrics: Output[Metrics],
 ):
-    """Lists the images under data_uri into a manifest with labels and splits."""
+    """Lists the images under data_uri, as of the data snapshot, into a manifest with labels
+    and splits."""
     import logging
 
     from components import manifest as manifest_schema
     from components.ingest import ingest as ingest_images
+    from components.ingest import snapshot_of_run
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    snapshot = snapshot_of_run(data_snapshot, scheduled_at)
     frame = ingest_images(
-        data_uri, manifest.path, manifest.uri, train_fraction, validation_fraction
+        data_uri, manifest.path, manifest.uri, train_fraction, validation_fraction, snapshot
     )
     for split, count in manifest_schema.counts_by_split(frame).items():
         metrics.log_metric(f"{split}_images", count)
-    manifest.metadata["images"] = len(frame)
+    manifest.metadata.update(images=len(frame), data_snapshot=snapshot)
 
 
 @_component

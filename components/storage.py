@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 GCS_SCHEME = "gs://"
@@ -65,6 +66,17 @@ def list_files(root: str) -> list[str]:
         base = Path(root)
         names = (p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
     return sorted(n for n in names if not any(part.startswith(".") for part in n.split("/")))
+
+
+def modified_at(uri: str) -> datetime:
+    """When the file last changed, in UTC."""
+    if is_gcs(uri):
+        bucket, name = split_gcs_uri(uri)
+        blob = gcs_client().bucket(bucket).get_blob(name)
+        if blob is None:
+            raise FileNotFoundError(uri)
+        return blob.updated
+    return datetime.fromtimestamp(Path(uri).stat().st_mtime, tz=timezone.utc)
 
 
 def read_bytes(uri: str) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -41,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
         help="share of images for train when the data has no split folders",
     )
     run.add_argument("--validation-fraction", type=float, default=0.1)
+    run.add_argument(
+        "--data-snapshot",
+        default="",
+        metavar="TIME",
+        help="read only files not changed after this ISO 8601 time (UTC), so that a rerun "
+        "reads the same images; default: everything there now",
+    )
     run.add_argument("--model-name", default="imgclf")
     run.add_argument(
         "--serving-dir",
@@ -201,10 +209,50 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--summary-json", help="also write the run summary to this file")
     run.set_defaults(handler=_run)
 
-    compile_ = commands.add_parser("compile", help="write the KFP IR YAML for a cluster")
+    compile_ = commands.add_parser(
+        "compile",
+        help="write the KFP IR YAML for a cluster",
+        description="Settings come from pipelines/cluster.yaml (or --config); flags override them.",
+    )
     compile_.add_argument("-o", "--output", default="build/pipeline.yaml")
+    compile_.add_argument("--config", help="a cluster settings file like pipelines/cluster.yaml")
     compile_.add_argument("--image", help="image for the CPU steps")
-    compile_.add_argument("--gpu-image", help="image for the train step")
+    compile_.add_argument("--gpu-image", help="image for the GPU steps (tune, train)")
+    compile_.add_argument("--gpus", type=int, help="GPUs per GPU step (0: run them on CPU)")
+    compile_.add_argument("--accelerator", help="the GPU resource name, e.g. nvidia.com/gpu")
+    compile_.add_argument(
+        "--gpu-node-selector",
+        action="append",
+        metavar="KEY=VALUE",
+        help="node label GPU steps must run on; repeatable, replaces the config's",
+    )
+    compile_.add_argument(
+        "--gpu-toleration",
+        action="append",
+        metavar="KEY[=VALUE][:EFFECT]",
+        help="taint GPU steps tolerate; repeatable, replaces the config's",
+    )
+    compile_.add_argument("--shm-size", help="size of the memory-backed /dev/shm on GPU steps")
+    compile_.add_argument(
+        "--resources",
+        action="append",
+        metavar="STEP=CPU,MEMORY[,CPU_LIMIT,MEMORY_LIMIT]",
+        help="requests (and limits) of a step; repeatable",
+    )
+    compile_.add_argument(
+        "--retries", type=int, help="retries of the GPU steps (preemptible nodes)"
+    )
+    compile_.add_argument(
+        "--timeout",
+        action="append",
+        metavar="STEP=SECONDS",
+        help="a step's pod deadline; repeatable",
+    )
+    compile_.add_argument(
+        "--gcp-secret",
+        help="a Kubernetes Secret with a service-account key.json to mount into every step "
+        "(default: none, workload identity)",
+    )
     compile_.set_defaults(handler=_compile)
 
     predict = commands.add_parser("predict", help="classify images with a pushed SavedModel")
@@ -285,6 +333,7 @@ def _run(args: argparse.Namespace) -> int:
     data = args.data if ":" in args.data.split("/")[0] else str(Path(args.data).resolve())
     arguments = {
         "data_uri": data,
+        "data_snapshot": args.data_snapshot,
         "serving_root": str(Path(args.serving_dir).resolve()),
         "model_name": args.model_name,
         "train_fraction": args.train_fraction,
@@ -385,16 +434,65 @@ def _describe(summary) -> str:
 def _compile(args: argparse.Namespace) -> int:
     from kfp import compiler
 
-    from components import kfp_steps
     from pipelines.pipeline import create_pipeline
 
-    pipeline = create_pipeline(
-        args.image or kfp_steps.STEP_IMAGE, args.gpu_image or kfp_steps.GPU_IMAGE
-    )
+    try:
+        cluster = cluster_settings(args)
+    except (ValueError, TypeError, KeyError) as error:
+        raise SystemExit(f"imgclf compile: {error}") from None
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(pipeline, args.output)
+    compiler.Compiler().compile(create_pipeline(cluster), args.output)
     print(f"Pipeline written to {args.output}")
     return 0
+
+
+def cluster_settings(args: argparse.Namespace):
+    """The config file's settings with the compile flags on top."""
+    from pipelines.cluster import DEFAULTS_FILE, ClusterSettings, Resources, Toleration
+
+    settings = ClusterSettings.load(args.config or DEFAULTS_FILE)
+    changes = {
+        name: value
+        for name, value in (
+            ("step_image", args.image),
+            ("gpu_image", args.gpu_image),
+            ("gpu_count", args.gpus),
+            ("accelerator", args.accelerator),
+            ("shm_size", args.shm_size),
+            ("gcp_secret", args.gcp_secret),
+        )
+        if value is not None
+    }
+    if args.gpu_node_selector:
+        changes["node_selector"] = dict(_key_value(item) for item in args.gpu_node_selector)
+    if args.gpu_toleration:
+        changes["tolerations"] = tuple(Toleration.parse(item) for item in args.gpu_toleration)
+    if args.resources:
+        resources = dict(settings.resources)
+        for item in args.resources:
+            step, values = _key_value(item)
+            cpu, memory, *limits = values.split(",")
+            cpu_limit, memory_limit = limits if limits else (cpu, memory)
+            resources[step] = Resources(cpu, memory, cpu_limit, memory_limit)
+        changes["resources"] = resources
+    if args.retries is not None:
+        changes["retries"] = {
+            step: dataclasses.replace(retry, count=args.retries)
+            for step, retry in settings.retries.items()
+        }
+    if args.timeout:
+        changes["timeouts_seconds"] = {
+            **settings.timeouts_seconds,
+            **{step: int(seconds) for step, seconds in map(_key_value, args.timeout)},
+        }
+    return settings.replace(**changes)
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not (key and equals and value):
+        raise ValueError(f"Expected KEY=VALUE, not {text!r}.")
+    return key, value
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -5,12 +5,15 @@ from kfp import dsl
 
 from components import kfp_steps
 from components.augmentation import DEFAULT_AUGMENTATIONS
+from pipelines.cluster import ClusterSettings
 
 PIPELINE_NAME = "imgclf"
 
 
-def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp_steps.GPU_IMAGE):
-    """The pipeline function, with the container images the cluster should run."""
+def create_pipeline(cluster: ClusterSettings | None = None):
+    """The pipeline function, with where each step runs on a cluster (``cluster.yaml``'s
+    defaults unless given)."""
+    cluster = cluster or ClusterSettings.load()
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -20,6 +23,7 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
     def imgclf(
         serving_root: str,
         data_uri: str = "sample:digits",
+        data_snapshot: str = "",
         model_name: str = "imgclf",
         train_fraction: float = 0.8,
         validation_fraction: float = 0.1,
@@ -67,11 +71,14 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
     ) -> dsl.Artifact:
         ingested = kfp_steps.ingest(
             data_uri=data_uri,
+            data_snapshot=data_snapshot,
+            scheduled_at=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
             train_fraction=train_fraction,
             validation_fraction=validation_fraction,
         )
-        # New data must be seen on every scheduled run.
-        ingested.set_caching_options(False).set_container_image(step_image)
+        # New data must be seen on every scheduled run; data_snapshot makes a rerun read the
+        # same images.
+        cluster.apply(ingested, "ingest").set_caching_options(False)
 
         validated = kfp_steps.validate(
             manifest=ingested.outputs["manifest"],
@@ -87,7 +94,7 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
             train_fraction=train_fraction,
             validation_fraction=validation_fraction,
         )
-        validated.set_container_image(step_image)
+        cluster.apply(validated, "validate")
         preprocessed = kfp_steps.preprocess(
             validated_manifest=validated.outputs["validated_manifest"],
             image_size=image_size,
@@ -95,7 +102,7 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
             rebalance_to=rebalance_to,
             beam_pipeline_args=beam_pipeline_args,
         )
-        preprocessed.set_container_image(step_image)
+        cluster.apply(preprocessed, "preprocess")
         training = dict(
             examples=preprocessed.outputs["examples"],
             transform_graph=preprocessed.outputs["transform_graph"],
@@ -124,18 +131,16 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
         )
         with dsl.If(tune_trials > 0, name="tuning-requested"):
             tuned = kfp_steps.tune(**training, max_trials=tune_trials, algorithm=tune_algorithm)
-            tuned.set_container_image(gpu_image)
-            tuned.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+            cluster.apply(tuned, "tune")
         with dsl.Else(name="no-tuning"):
-            untuned = kfp_steps.untuned().set_container_image(step_image)
+            untuned = cluster.apply(kfp_steps.untuned(), "untuned")
 
         trained = kfp_steps.train(
             **training,
             tflite=tflite,
             hyperparameters=dsl.OneOf(tuned.outputs["Output"], untuned.output),
         )
-        trained.set_container_image(gpu_image)
-        trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+        cluster.apply(trained, "train")
 
         evaluated = kfp_steps.evaluate(
             model=trained.outputs["model"],
@@ -151,7 +156,7 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
             max_class_recall_drop=max_class_recall_drop,
         )
         # The baseline is whatever is served now: never reuse a cached verdict.
-        evaluated.set_caching_options(False).set_container_image(step_image)
+        cluster.apply(evaluated, "evaluate").set_caching_options(False)
 
         with dsl.If(evaluated.outputs["Output"] == True):  # noqa: E712 - KFP condition
             pushed = kfp_steps.push(
@@ -162,7 +167,7 @@ def create_pipeline(step_image: str = kfp_steps.STEP_IMAGE, gpu_image: str = kfp
                 model_name=model_name,
                 keep_versions=keep_versions,
             )
-            pushed.set_caching_options(False).set_container_image(step_image)
+            cluster.apply(pushed, "push").set_caching_options(False)
         return evaluated.outputs["evaluation"]
 
     return imgclf

@@ -150,7 +150,7 @@ def test_the_compiled_pipeline_holds_no_credentials_and_images_run_as_non_root(t
     assert cli.main(["compile", "-o", str(compiled)]) == 0
     text = compiled.read_text()
     assert not [marker for marker in SECRET_MARKERS if marker.lower() in text.lower()]
-    spec = yaml.safe_load(text)
+    spec = next(yaml.safe_load_all(text))
     for executor in spec["deploymentSpec"]["executors"].values():
         assert "env" not in executor["container"]  # no credentials passed as variables
     repo = Path(__file__).resolve().parents[1]

@@ -1,6 +1,8 @@
 import hashlib
 import json
+import os
 import re
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
@@ -14,7 +16,7 @@ from conftest import (
 )
 
 from components import manifest
-from components.ingest import SAMPLE_DIGITS, hash_split, ingest
+from components.ingest import SAMPLE_DIGITS, hash_split, ingest, snapshot_of_run
 
 
 def test_class_folders_get_deterministic_content_hash_splits(tmp_path):
@@ -229,3 +231,67 @@ def test_multi_label_rows_drop_repeats_and_refuse_the_separator_inside_a_label(t
     listing.write_text(json.dumps({"uri": "red/red-000.png", "labels": ["red|warm"]}) + "\n")
     with pytest.raises(ValueError, match=re.escape("line 1: a label may not contain '|'")):
         ingest(str(listing), str(tmp_path / "out"))
+
+
+def _age(files, when: datetime) -> None:
+    for path in files:
+        os.utime(path, (when.timestamp(), when.timestamp()))
+
+
+def test_a_data_snapshot_reads_the_same_images_after_new_ones_arrive(tmp_path, caplog):
+    tree = write_colour_tree(tmp_path / "data", per_class=4)
+    snapshot = datetime(2026, 11, 1, 2, 0, tzinfo=timezone.utc)
+    _age(tree.rglob("*.png"), snapshot - timedelta(days=1))
+    before = ingest(str(tree), str(tmp_path / "a"), data_snapshot="2026-11-01T02:00:00Z")
+
+    arrived = tree / "red" / "arrived-later.png"
+    arrived.write_bytes(colour_image((200, 0, 0), seed=99))
+    _age([arrived], snapshot + timedelta(seconds=1))
+    rerun = ingest(str(tree), str(tmp_path / "b"), data_snapshot="2026-11-01T02:00:00Z")
+    latest = ingest(str(tree), str(tmp_path / "c"))
+
+    pd.testing.assert_frame_equal(before, rerun)
+    assert "1 files changed after the data snapshot 2026-11-01T02:00:00+00:00" in caplog.text
+    assert len(latest) == len(before) + 1
+    assert str(arrived) in set(latest["uri"])
+
+
+def test_a_snapshot_without_a_zone_is_utc_and_one_before_every_file_is_refused(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=2)
+    _age(tree.rglob("*.png"), datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc))
+    assert len(ingest(str(tree), str(tmp_path / "a"), data_snapshot="2026-11-01T12:00:00")) == 6
+    with pytest.raises(ValueError, match="No file was there at the data snapshot 2026-11-01T11"):
+        ingest(str(tree), str(tmp_path / "b"), data_snapshot="2026-11-01T11:59:59Z")
+    with pytest.raises(ValueError, match="data_snapshot must be an ISO 8601 time"):
+        ingest(str(tree), str(tmp_path / "c"), data_snapshot="last tuesday")
+
+
+def test_the_sample_is_rendered_whatever_the_snapshot(tmp_path):
+    frame = ingest(SAMPLE_DIGITS, str(tmp_path / "out"), data_snapshot="2000-01-01T00:00:00Z")
+    assert len(frame) == 1797
+
+
+@pytest.mark.parametrize(
+    "data_snapshot, scheduled_at, expected",
+    [
+        ("2026-11-01T00:00:00Z", "2026-11-25T02:00:00Z", "2026-11-01T00:00:00Z"),
+        ("", "2026-11-25T02:00:00Z", "2026-11-25T02:00:00Z"),
+        # kfp.local and KFP backends before the placeholder was resolved pass it through.
+        ("", "{{$.pipeline_job_schedule_time_utc}}", ""),
+    ],
+)
+def test_a_run_reads_the_snapshot_asked_for_else_its_scheduled_time(
+    data_snapshot, scheduled_at, expected
+):
+    assert snapshot_of_run(data_snapshot, scheduled_at) == expected
+
+
+def test_a_snapshot_applies_to_a_bucket(tmp_path, gcs_bucket):
+    for i in range(3):
+        gcs_bucket.blob(f"photos/red/{i}.png").upload_from_string(colour_image((200, 0, 0), i))
+    uploaded = max(b.updated for b in gcs_bucket.client.list_blobs("photos", prefix="photos/"))
+    everything = ingest("gs://photos/photos", str(tmp_path / "a"), data_snapshot="2100-01-01")
+    assert len(everything) == 3
+    with pytest.raises(ValueError, match="No file was there"):
+        before = (uploaded - timedelta(days=1)).isoformat()
+        ingest("gs://photos/photos", str(tmp_path / "b"), data_snapshot=before)

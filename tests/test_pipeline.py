@@ -1,7 +1,12 @@
+import importlib.metadata
+import re
+
 import pytest
 import yaml
 
+from components import kfp_steps
 from pipelines import cli
+from pipelines.cluster import DEFAULTS_FILE, ClusterSettings
 
 STEPS = {"ingest", "validate", "preprocess", "tune", "untuned", "train", "evaluate", "push"}
 GPU_STEPS = {"exec-tune", "exec-train"}
@@ -28,8 +33,19 @@ def compiled(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def spec(compiled):
-    return yaml.safe_load(compiled.read_text())
+def documents(compiled):
+    """The pipeline spec, then the Kubernetes platform spec (kfp-kubernetes settings)."""
+    return list(yaml.safe_load_all(compiled.read_text()))
+
+
+@pytest.fixture(scope="module")
+def spec(documents):
+    return documents[0]
+
+
+@pytest.fixture(scope="module")
+def kubernetes(documents):
+    return documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
 def _condition_of(spec, step: str) -> tuple[str, dict]:
@@ -93,13 +109,6 @@ def test_train_requests_a_gpu_in_the_gpu_image(spec):
             assert "accelerator" not in executor["container"].get("resources", {})
 
 
-def test_steps_that_must_see_fresh_state_are_not_cached(spec):
-    tasks = spec["root"]["dag"]["tasks"]
-    assert tasks["ingest"]["cachingOptions"] == {}
-    assert tasks["evaluate"]["cachingOptions"] == {}
-    assert tasks["train"]["cachingOptions"] == {"enableCache": True}
-
-
 def test_steps_do_not_pip_install_at_run_time(spec):
     for executor in spec["deploymentSpec"]["executors"].values():
         assert "pip install" not in " ".join(executor["container"]["command"])
@@ -142,3 +151,158 @@ def test_train_writes_checkpoints_tensorboard_logs_and_curves_as_artifacts(spec)
     outputs = spec["components"]["comp-train"]["outputDefinitions"]["artifacts"]
     assert {"checkpoints", "tensorboard_logs", "training_curves", "model"} <= set(outputs)
     assert outputs["training_curves"]["artifactType"]["schemaTitle"] == "system.HTML"
+
+
+def test_gpu_steps_land_on_the_gpu_pool_with_a_memory_backed_shm(kubernetes):
+    for executor in GPU_STEPS:
+        placement = kubernetes[executor]
+        assert placement["nodeSelector"]["labels"] == {
+            "cloud.google.com/gke-accelerator": "nvidia-l4"
+        }
+        assert placement["tolerations"] == [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+        assert placement["emptyDirMounts"] == [
+            {"volumeName": "shm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "16Gi"}
+        ]
+    for executor in set(kubernetes) - GPU_STEPS:
+        assert not {"nodeSelector", "tolerations", "emptyDirMounts"} & set(kubernetes[executor])
+
+
+def test_every_step_has_requests_limits_and_a_deadline(spec, kubernetes):
+    settings = ClusterSettings.load()
+    for step in STEPS:
+        resources = spec["deploymentSpec"]["executors"][f"exec-{step}"]["container"]["resources"]
+        wanted = settings.resources[step]
+        assert resources["resourceCpuRequest"] == wanted.cpu
+        assert resources["resourceCpuLimit"] == wanted.cpu_limit
+        assert resources["resourceMemoryRequest"] == wanted.memory
+        assert resources["resourceMemoryLimit"] == wanted.memory_limit
+        deadline = kubernetes[f"exec-{step}"]["activeDeadlineSeconds"]
+        assert int(deadline) == settings.timeouts_seconds[step]
+
+
+def test_gpu_steps_retry_with_backoff_and_the_others_fail_fast(spec):
+    tasks = _all_tasks(spec)
+    for step in ("train", "tune"):
+        assert tasks[step]["retryPolicy"] == {
+            "maxRetryCount": 3,
+            "backoffDuration": "60s",
+            "backoffFactor": 2.0,
+            "backoffMaxDuration": "3600s",
+        }
+    assert not [step for step in STEPS - {"train", "tune"} if "retryPolicy" in tasks[step]]
+
+
+def test_caching_is_on_for_deterministic_steps_only(spec):
+    tasks = _all_tasks(spec)
+    cached = {step for step in STEPS if tasks[step]["cachingOptions"].get("enableCache")}
+    assert cached == {"validate", "preprocess", "untuned", "tune", "train"}
+
+
+def test_ingest_reads_the_data_as_of_the_snapshot_or_the_scheduled_time(spec):
+    inputs = spec["root"]["dag"]["tasks"]["ingest"]["inputs"]["parameters"]
+    assert inputs["data_snapshot"] == {"componentInputParameter": "data_snapshot"}
+    assert inputs["scheduled_at"]["runtimeValue"]["constant"] == (
+        "{{$.pipeline_job_schedule_time_utc}}"
+    )
+    assert spec["root"]["inputDefinitions"]["parameters"]["data_snapshot"]["defaultValue"] == ""
+
+
+def test_images_and_models_pass_as_artifacts_under_the_pipeline_root_not_by_value(spec):
+    outputs = {
+        step: spec["components"][f"comp-{step}"]["outputDefinitions"]
+        for step in ("preprocess", "train")
+    }
+    assert set(outputs["preprocess"]) == {"artifacts"}
+    assert outputs["preprocess"]["artifacts"]["examples"]["artifactType"]["schemaTitle"] == (
+        "system.Dataset"
+    )
+    assert outputs["train"]["artifacts"]["model"]["artifactType"]["schemaTitle"] == ("system.Model")
+
+
+def test_compile_flags_override_the_config_file(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    flags = [
+        *("--gpus", "2", "--accelerator", "nvidia.com/gpu"),
+        *("--gpu-node-selector", "pool=a100", "--gpu-toleration", "dedicated=ml:NoExecute"),
+        *("--shm-size", "32Gi", "--resources", "train=6,24Gi", "--retries", "5"),
+        *("--timeout", "train=3600", "--gcp-secret", "imgclf-gcp-key"),
+    ]
+    assert cli.main(["compile", "-o", str(path), *flags]) == 0
+    spec, platform = yaml.safe_load_all(path.read_text())
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert train["resources"]["accelerator"]["resourceCount"] == "2"
+    assert train["resources"]["resourceCpuLimit"] == "6"
+    assert train["resources"]["resourceMemoryRequest"] == "24Gi"
+    assert executors["exec-train"]["nodeSelector"]["labels"] == {"pool": "a100"}
+    assert executors["exec-train"]["tolerations"] == [
+        {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"}
+    ]
+    assert executors["exec-train"]["emptyDirMounts"][0]["sizeLimit"] == "32Gi"
+    assert executors["exec-train"]["activeDeadlineSeconds"] == "3600"
+    assert _all_tasks(spec)["train"]["retryPolicy"]["maxRetryCount"] == 5
+    # The key is mounted from the Secret by name; only its path is in the YAML.
+    for step in STEPS:
+        mounts = executors[f"exec-{step}"]["secretAsVolume"]
+        assert [(m["secretName"], m["mountPath"]) for m in mounts] == [
+            ("imgclf-gcp-key", "/var/secrets/google")
+        ]
+        env = spec["deploymentSpec"]["executors"][f"exec-{step}"]["container"]["env"]
+        assert env == [
+            {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/var/secrets/google/key.json"}
+        ]
+
+
+def test_zero_gpus_compiles_the_gpu_steps_for_cpu_nodes(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    assert cli.main(["compile", "-o", str(path), "--gpus", "0"]) == 0
+    spec, platform = yaml.safe_load_all(path.read_text())
+    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert "accelerator" not in train["resources"]
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert "nodeSelector" not in executors["exec-train"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--resources", "trian=1,1Gi"], "Unknown step(s) trian"),
+        (["--timeout", "train"], "Expected KEY=VALUE"),
+        (["--gpu-toleration", ":NoSchedule"], "A toleration needs a key"),
+        (["--gpus", "-1"], "GPU count must be 0 or more"),
+    ],
+)
+def test_bad_compile_settings_are_named(tmp_path, flags, message):
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        cli.main(["compile", "-o", str(tmp_path / "p.yaml"), *flags])
+
+
+def test_a_config_file_replaces_the_defaults(tmp_path):
+    config = yaml.safe_load(DEFAULTS_FILE.read_text())
+    config["gpu"]["node_selector"] = {"karpenter.sh/nodepool": "gpu"}
+    config["gpu"]["tolerations"] = []
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(config))
+    path = tmp_path / "pipeline.yaml"
+    assert cli.main(["compile", "-o", str(path), "--config", str(tmp_path / "cluster.yaml")]) == 0
+    _, platform = yaml.safe_load_all(path.read_text())
+    train = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    assert train["nodeSelector"]["labels"] == {"karpenter.sh/nodepool": "gpu"}
+    assert "tolerations" not in train
+
+
+def test_the_default_images_are_this_release():
+    version = importlib.metadata.version("imgclf")
+    settings = ClusterSettings.load()
+    assert settings.step_image == kfp_steps.STEP_IMAGE
+    assert settings.step_image.endswith(f":{version}")
+    assert settings.gpu_image.endswith(f"-gpu:{version}")
+
+
+def _all_tasks(spec) -> dict:
+    return {
+        name: task
+        for component in [spec["root"], *spec["components"].values()]
+        for name, task in component.get("dag", {}).get("tasks", {}).items()
+    }

@@ -1,0 +1,132 @@
+"""Where each step runs on a cluster: images, GPUs, resources, retries, timeouts, credentials.
+
+The defaults live in ``cluster.yaml`` beside this module; ``imgclf compile`` flags override
+them. ``kfp.local`` ignores all of it: locally every step runs in this Python environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from kfp import dsl, kubernetes
+
+DEFAULTS_FILE = Path(__file__).with_name("cluster.yaml")
+STEPS = ("ingest", "validate", "preprocess", "untuned", "tune", "train", "evaluate", "push")
+GCP_KEY_DIR = "/var/secrets/google"
+SHM_PATH = "/dev/shm"
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: str
+    memory: str
+    cpu_limit: str
+    memory_limit: str
+
+
+@dataclass(frozen=True)
+class Retry:
+    count: int
+    backoff: str
+    factor: float
+    max: str
+
+
+@dataclass(frozen=True)
+class Toleration:
+    key: str
+    operator: str = "Equal"
+    value: str | None = None
+    effect: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Toleration:
+        """``KEY[=VALUE][:EFFECT]``, as ``kubectl taint`` writes a taint."""
+        taint, _, effect = text.partition(":")
+        key, equals, value = taint.partition("=")
+        if not key:
+            raise ValueError(f"A toleration needs a key: KEY[=VALUE][:EFFECT], not {text!r}.")
+        return cls(key, "Equal" if equals else "Exists", value or None, effect or None)
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    step_image: str
+    gpu_image: str
+    gpu_steps: tuple[str, ...]
+    accelerator: str
+    gpu_count: int
+    node_selector: dict[str, str]
+    tolerations: tuple[Toleration, ...]
+    shm_size: str
+    resources: dict[str, Resources]
+    retries: dict[str, Retry]
+    timeouts_seconds: dict[str, int]
+    gcp_secret: str = ""
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULTS_FILE) -> ClusterSettings:
+        raw = yaml.safe_load(Path(path).read_text())
+        gpu = raw["gpu"]
+        settings = cls(
+            step_image=raw["images"]["step"],
+            gpu_image=raw["images"]["gpu"],
+            gpu_steps=tuple(gpu["steps"]),
+            accelerator=gpu["accelerator"],
+            gpu_count=int(gpu["count"]),
+            node_selector={str(k): str(v) for k, v in (gpu.get("node_selector") or {}).items()},
+            tolerations=tuple(Toleration(**t) for t in gpu.get("tolerations") or ()),
+            shm_size=str(gpu["shm_size"]),
+            resources={s: Resources(**r) for s, r in raw["resources"].items()},
+            retries={s: Retry(**r) for s, r in (raw.get("retries") or {}).items()},
+            timeouts_seconds={s: int(t) for s, t in (raw.get("timeouts_seconds") or {}).items()},
+            gcp_secret=(raw.get("credentials") or {}).get("gcp_secret") or "",
+        )
+        settings.check()
+        return settings
+
+    def replace(self, **changes) -> ClusterSettings:
+        changed = dataclasses.replace(self, **changes)
+        changed.check()
+        return changed
+
+    def check(self) -> None:
+        named = set(self.gpu_steps) | set(self.resources) | set(self.retries)
+        unknown = sorted(named - set(STEPS) | set(self.timeouts_seconds) - set(STEPS))
+        if unknown:
+            raise ValueError(f"Unknown step(s) {', '.join(unknown)}; steps: {', '.join(STEPS)}.")
+        if self.gpu_count < 0:
+            raise ValueError(f"GPU count must be 0 or more, not {self.gpu_count}.")
+
+    def apply(self, task: dsl.PipelineTask, step: str) -> dsl.PipelineTask:
+        """Sets the step's image, resources, GPU placement, retries, timeout and credentials."""
+        on_gpu = step in self.gpu_steps and self.gpu_count > 0
+        task.set_container_image(self.gpu_image if step in self.gpu_steps else self.step_image)
+        if step in self.resources:
+            wanted = self.resources[step]
+            task.set_cpu_request(wanted.cpu).set_cpu_limit(wanted.cpu_limit)
+            task.set_memory_request(wanted.memory).set_memory_limit(wanted.memory_limit)
+        if on_gpu:
+            self._place_on_gpu(task)
+        if step in self.retries:
+            retry = self.retries[step]
+            task.set_retry(retry.count, retry.backoff, retry.factor, retry.max)
+        if step in self.timeouts_seconds:
+            kubernetes.set_timeout(task, self.timeouts_seconds[step])
+        if self.gcp_secret:
+            kubernetes.use_secret_as_volume(task, self.gcp_secret, GCP_KEY_DIR)
+            task.set_env_variable("GOOGLE_APPLICATION_CREDENTIALS", f"{GCP_KEY_DIR}/key.json")
+        return task
+
+    def _place_on_gpu(self, task: dsl.PipelineTask) -> None:
+        task.set_accelerator_type(self.accelerator).set_accelerator_limit(self.gpu_count)
+        for key, value in self.node_selector.items():
+            kubernetes.add_node_selector(task, key, value)
+        for toleration in self.tolerations:
+            kubernetes.add_toleration(
+                task, toleration.key, toleration.operator, toleration.value, toleration.effect
+            )
+        kubernetes.empty_dir_mount(task, "shm", SHM_PATH, medium="Memory", size_limit=self.shm_size)
