@@ -10,7 +10,24 @@ SAMPLE_ARGS := --data sample:digits --backbone mobilenet --alpha 0.5 --weights n
 	--image-size 32 --epochs 8 --fine-tune-epochs 0 --learning-rate 0.002 \
 	--augmentations rotation,zoom
 
-.PHONY: venv run test test-fast lint compile bench clean
+# The cluster path: images, the compiled pipeline, a run, a nightly schedule.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+REGISTRY ?= ghcr.io/imgclf
+TAG ?= $(VERSION)
+PLATFORMS ?= linux/amd64
+PIPELINE ?= build/pipeline.yaml
+COMPILE_FLAGS ?=
+KFP_ENDPOINT ?= http://localhost:8080
+EXPERIMENT ?= imgclf
+RUN_NAME ?= imgclf-$(shell date -u +%Y%m%d-%H%M%S)
+SCHEDULE_NAME ?= imgclf-nightly
+# KFP's six-field cron, seconds first, in UTC: 02:00 every night.
+CRON ?= 0 0 2 * * *
+# Pipeline parameters beyond the data and the serving root, as NAME=VALUE words.
+PARAMS ?=
+RUN_PARAMETERS = data_uri=$(DATA_URI) serving_root=$(SERVING_ROOT) $(PARAMS)
+
+.PHONY: venv run test test-fast lint compile bench clean images submit schedule run-parameters
 
 venv: $(INSTALLED)
 
@@ -39,7 +56,31 @@ bench: $(INSTALLED)
 	$(BIN)/python -m bench.run
 
 compile: $(INSTALLED)
-	$(BIN)/imgclf compile -o build/pipeline.yaml
+	$(BIN)/imgclf compile -o $(PIPELINE) --image $(REGISTRY)/imgclf:$(TAG) \
+		--gpu-image $(REGISTRY)/imgclf-gpu:$(TAG) $(COMPILE_FLAGS)
+
+# Builds and pushes the CPU step image and the GPU image (docker buildx, logged in to REGISTRY).
+images:
+	docker buildx build --platform $(PLATFORMS) -f containers/Dockerfile \
+		--build-arg IMGCLF_VERSION=$(VERSION) -t $(REGISTRY)/imgclf:$(TAG) --push .
+	docker buildx build --platform $(PLATFORMS) -f containers/Dockerfile.gpu \
+		--build-arg IMGCLF_VERSION=$(VERSION) -t $(REGISTRY)/imgclf-gpu:$(TAG) --push .
+
+run-parameters:
+	$(if $(and $(DATA_URI),$(SERVING_ROOT)),,$(error Set DATA_URI and SERVING_ROOT, e.g. \
+		make $(firstword $(MAKECMDGOALS)) DATA_URI=gs://bucket/photos SERVING_ROOT=gs://bucket/models))
+
+# One run now (`kfp run create`; `kfp run submit` is its older alias).
+submit: run-parameters compile
+	$(BIN)/kfp --endpoint $(KFP_ENDPOINT) run create --experiment-name $(EXPERIMENT) \
+		--run-name $(RUN_NAME) --package-file $(PIPELINE) $(RUN_PARAMETERS)
+
+# Retraining on a schedule: one run at a time, no catch-up after a pause. Each run's ingest
+# reads the data as of its scheduled time.
+schedule: run-parameters compile
+	$(BIN)/kfp --endpoint $(KFP_ENDPOINT) recurring-run create --experiment-name $(EXPERIMENT) \
+		--job-name $(SCHEDULE_NAME) --cron-expression "$(CRON)" --max-concurrency 1 \
+		--no-catchup --pipeline-package-path $(PIPELINE) $(RUN_PARAMETERS)
 
 clean:
 	rm -rf runs serving build .pytest_cache

@@ -1,0 +1,148 @@
+"""The cluster path as far as this machine goes: the Makefile's exact kfp and buildx commands
+(checked against the kfp CLI's own option parser), and what the images install."""
+
+import importlib.metadata
+import shlex
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from kfp.cli import recurring_run, run
+
+REPO = Path(__file__).resolve().parents[1]
+VERSION = importlib.metadata.version("imgclf")
+CLUSTER = ["DATA_URI=gs://photos/clothing", "SERVING_ROOT=gs://models/serving"]
+
+
+def make_dry_run(*arguments: str) -> list[list[str]]:
+    """The commands ``make -n`` prints, continuation lines joined, each split as sh would."""
+    result = subprocess.run(
+        ["make", "-n", *arguments], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    if result.returncode:
+        raise AssertionError(result.stderr)
+    return [shlex.split(line) for line in result.stdout.replace("\\\n", " ").splitlines()]
+
+
+def kfp_command(commands: list[list[str]]) -> list[str]:
+    (command,) = [c for c in commands if Path(c[0]).name == "kfp"]
+    return command
+
+
+@pytest.fixture(scope="module")
+def pipeline_file(tmp_path_factory):
+    """A compiled pipeline, so that the kfp CLI's checks on --package-file pass."""
+    path = tmp_path_factory.mktemp("build") / "pipeline.yaml"
+    path.write_text("compiled by make compile\n")
+    return path
+
+
+def test_make_submit_runs_kfp_run_create_with_the_experiment_and_parameters(pipeline_file):
+    commands = make_dry_run(
+        "submit",
+        *CLUSTER,
+        "KFP_ENDPOINT=https://kfp.example.com/pipeline",
+        "RUN_NAME=nightly-1",
+        f"PIPELINE={pipeline_file}",
+        "PARAMS=backbone=efficientnetv2-b0 epochs=3",
+    )
+    compile_command = next(c for c in commands if c[1:2] == ["compile"])
+    assert (
+        compile_command[compile_command.index("--image") + 1] == f"ghcr.io/imgclf/imgclf:{VERSION}"
+    )
+    command = kfp_command(commands)
+    assert command[1:3] == ["--endpoint", "https://kfp.example.com/pipeline"]
+    assert command[3:5] == ["run", "create"]
+    # The kfp CLI's own parser accepts the options exactly as make passes them.
+    options = run.create.make_context("create", command[5:]).params
+    assert options["experiment_name"] == "imgclf"
+    assert options["run_name"] == "nightly-1"
+    assert options["package_file"] == str(pipeline_file)
+    assert options["args"] == (
+        "data_uri=gs://photos/clothing",
+        "serving_root=gs://models/serving",
+        "backbone=efficientnetv2-b0",
+        "epochs=3",
+    )
+
+
+def test_make_schedule_creates_a_nightly_recurring_run_one_at_a_time_without_catch_up(
+    pipeline_file,
+):
+    command = kfp_command(make_dry_run("schedule", *CLUSTER, f"PIPELINE={pipeline_file}"))
+    assert command[3:5] == ["recurring-run", "create"]
+    options = recurring_run.create.make_context("create", command[5:]).params
+    assert options["cron_expression"] == "0 0 2 * * *"
+    assert len(options["cron_expression"].split()) == 6  # KFP's cron has seconds first
+    assert options["max_concurrency"] == 1
+    assert options["catchup"] is False
+    assert options["job_name"] == "imgclf-nightly"
+    assert options["pipeline_package_path"] == str(pipeline_file)
+    assert options["args"] == ("data_uri=gs://photos/clothing", "serving_root=gs://models/serving")
+
+
+@pytest.mark.parametrize("target", ["submit", "schedule"])
+def test_submit_and_schedule_say_what_is_missing(target):
+    result = subprocess.run(
+        ["make", "-n", target], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert f"Set DATA_URI and SERVING_ROOT, e.g. make {target} DATA_URI=gs://" in result.stderr
+
+
+def test_make_images_builds_and_pushes_both_images_at_this_version():
+    commands = make_dry_run("images", "REGISTRY=registry.example/ml", "TAG=2026-11-25")
+    assert len(commands) == 2
+    for command, dockerfile, image in zip(
+        commands,
+        ("containers/Dockerfile", "containers/Dockerfile.gpu"),
+        ("registry.example/ml/imgclf:2026-11-25", "registry.example/ml/imgclf-gpu:2026-11-25"),
+        strict=True,
+    ):
+        assert command[:3] == ["docker", "buildx", "build"]
+        assert command[command.index("-f") + 1] == dockerfile
+        assert command[command.index("-t") + 1] == image
+        assert command[command.index("--build-arg") + 1] == f"IMGCLF_VERSION={VERSION}"
+        assert "--push" in command and command[-1] == "."
+
+
+def test_the_images_pin_their_bases_and_install_this_project_at_the_pinned_version():
+    for name, base in (("Dockerfile", "python:3.11-slim"), ("Dockerfile.gpu", None)):
+        lines = (REPO / "containers" / name).read_text().splitlines()
+        bases = [line.split()[1] for line in lines if line.startswith("FROM ")]
+        assert all(":" in b and not b.endswith(":latest") for b in bases), bases
+        if base:
+            assert bases[-1] == base
+        assert any('"imgclf==${IMGCLF_VERSION}"' in line for line in lines)
+    gpu_bases = (REPO / "containers" / "Dockerfile.gpu").read_text()
+    assert "FROM tensorflow/tensorflow:2.21.0-gpu" in gpu_bases
+
+
+def test_the_build_context_holds_only_the_package_sources():
+    patterns = (REPO / ".dockerignore").read_text().split()
+    assert patterns[patterns.index("*") :][:5] == [
+        "*",
+        "!pyproject.toml",
+        "!README.md",
+        "!components/",
+        "!pipelines/",
+    ]
+
+
+def test_the_wheel_the_images_install_has_every_module_and_the_cluster_defaults(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), "."],
+        cwd=REPO,
+        check=True,
+    )
+    (wheel,) = tmp_path.glob(f"imgclf-{VERSION}-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    sources = {
+        path.relative_to(REPO).as_posix()
+        for folder in ("components", "pipelines")
+        for path in (REPO / folder).glob("*.py")
+    }
+    assert sources <= names
+    assert "pipelines/cluster.yaml" in names
