@@ -270,6 +270,11 @@ def _parser() -> argparse.ArgumentParser:
     backbones.add_argument("--alpha", type=float, default=1.0, help="for --count-params")
     backbones.set_defaults(handler=_backbones)
 
+    parameters = commands.add_parser(
+        "parameters", help="the pipeline's parameters as a Markdown table (README's)"
+    )
+    parameters.set_defaults(handler=_parameters)
+
     rollback = commands.add_parser(
         "rollback", help="pin the version TF Serving serves as stable (models.config)"
     )
@@ -278,6 +283,29 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--to", type=int, required=True, metavar="VERSION")
     rollback.set_defaults(handler=_rollback)
     return parser
+
+
+def _parameters(args: argparse.Namespace) -> int:
+    print(parameters_markdown())
+    return 0
+
+
+def parameters_markdown() -> str:
+    """Name, default and meaning of every pipeline parameter, from the pipeline itself (the
+    meanings are its docstring's, which the KFP UI shows too)."""
+    from pipelines.pipeline import create_pipeline
+
+    rows = ["| parameter | default | meaning |", "|---|---|---|"]
+    for name, spec in create_pipeline().component_spec.inputs.items():
+        if spec.default is None:
+            default = "(required)"
+        elif isinstance(spec.default, str):
+            default = f"`{spec.default}`" if spec.default else '`""`'
+        else:
+            default = f"`{json.dumps(spec.default)}`"
+        meaning = " ".join((spec.description or "").split()).replace("|", "\\|")
+        rows.append(f"| `{name}` | {default} | {meaning} |")
+    return "\n".join(rows)
 
 
 def _backbones(args: argparse.Namespace) -> int:

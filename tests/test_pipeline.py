@@ -1,5 +1,6 @@
 import importlib.metadata
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -306,3 +307,17 @@ def _all_tasks(spec) -> dict:
         for component in [spec["root"], *spec["components"].values()]
         for name, task in component.get("dag", {}).get("tasks", {}).items()
     }
+
+
+def test_the_readme_lists_every_parameter_as_the_pipeline_describes_it():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("| parameter | default | meaning |")
+    end = readme.index("<!-- parameters end -->")
+    assert readme[start:end].strip() == cli.parameters_markdown(), (
+        "README's parameters table is stale: paste `.venv/bin/imgclf parameters` over it"
+    )
+
+
+def test_every_parameter_has_a_meaning_the_kfp_ui_shows(spec):
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert not [name for name, p in parameters.items() if not p.get("description")]
