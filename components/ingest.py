@@ -126,8 +126,8 @@ def list_labelled_files(data_uri: str) -> list[tuple[str, str, str | None]]:
 
 def snapshot_of_run(data_snapshot: str, scheduled_at: str) -> str:
     """The snapshot a run reads: the one asked for, else the time the run was scheduled for
-    (KFP resolves it for recurring runs; ``kfp.local`` and older backends pass the placeholder
-    through unresolved, which means none)."""
+    (KFP resolves it; backends that do not pass the placeholder through unresolved, which
+    means none)."""
     if data_snapshot:
         return data_snapshot
     return "" if scheduled_at.startswith("{{") else scheduled_at

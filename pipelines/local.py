@@ -51,7 +51,8 @@ def run(arguments: dict[str, Any], pipeline_root: str) -> RunSummary:
         pipeline_root=str(Path(pipeline_root).resolve()),
         raise_on_error=True,
     )
-    pipeline = create_pipeline()
+    # No schedule locally: ingest reads the data_snapshot asked for, else everything.
+    pipeline = create_pipeline(scheduled_at="")
     with warnings.catch_warnings():
         # Images and the GPU request are for the cluster; locally every step runs in this
         # Python environment on the CPU.

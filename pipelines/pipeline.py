@@ -10,9 +10,13 @@ from pipelines.cluster import ClusterSettings
 PIPELINE_NAME = "imgclf"
 
 
-def create_pipeline(cluster: ClusterSettings | None = None):
+def create_pipeline(
+    cluster: ClusterSettings | None = None,
+    scheduled_at: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
+):
     """The pipeline function, with where each step runs on a cluster (``cluster.yaml``'s
-    defaults unless given)."""
+    defaults unless given) and what tells ingest the time the run was scheduled for (KFP's
+    placeholder, which ``kfp.local`` cannot resolve: pass "" there)."""
     cluster = cluster or ClusterSettings.load()
 
     @dsl.pipeline(
@@ -179,7 +183,7 @@ def create_pipeline(cluster: ClusterSettings | None = None):
         ingested = kfp_steps.ingest(
             data_uri=data_uri,
             data_snapshot=data_snapshot,
-            scheduled_at=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
+            scheduled_at=scheduled_at,
             train_fraction=train_fraction,
             validation_fraction=validation_fraction,
         )

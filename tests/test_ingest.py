@@ -276,7 +276,7 @@ def test_the_sample_is_rendered_whatever_the_snapshot(tmp_path):
     [
         ("2026-11-01T00:00:00Z", "2026-11-25T02:00:00Z", "2026-11-01T00:00:00Z"),
         ("", "2026-11-25T02:00:00Z", "2026-11-25T02:00:00Z"),
-        # kfp.local and KFP backends before the placeholder was resolved pass it through.
+        # KFP backends that do not resolve the placeholder pass it through.
         ("", "{{$.pipeline_job_schedule_time_utc}}", ""),
     ],
 )
