@@ -249,6 +249,11 @@ def _parser() -> argparse.ArgumentParser:
         help="a step's pod deadline; repeatable",
     )
     compile_.add_argument(
+        "--serving-claim",
+        help="a PersistentVolumeClaim holding serving_root, mounted in validate, evaluate and "
+        "push at the config's mount path (/models); run with serving_root=/models",
+    )
+    compile_.add_argument(
         "--gcp-secret",
         help="a Kubernetes Secret with a service-account key.json to mount into every step "
         "(default: none, workload identity)",
@@ -488,6 +493,7 @@ def cluster_settings(args: argparse.Namespace):
             ("accelerator", args.accelerator),
             ("shm_size", args.shm_size),
             ("gcp_secret", args.gcp_secret),
+            ("serving_claim", args.serving_claim),
         )
         if value is not None
     }

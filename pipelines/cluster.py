@@ -1,4 +1,5 @@
-"""Where each step runs on a cluster: images, GPUs, resources, retries, timeouts, credentials.
+"""Where each step runs on a cluster: images, GPUs, resources, retries, timeouts, the serving
+volume and credentials.
 
 The defaults live in ``cluster.yaml`` beside this module; ``imgclf compile`` flags override
 them. ``kfp.local`` ignores all of it: locally every step runs in this Python environment.
@@ -15,6 +16,8 @@ from kfp import dsl, kubernetes
 
 DEFAULTS_FILE = Path(__file__).with_name("cluster.yaml")
 STEPS = ("ingest", "validate", "preprocess", "untuned", "tune", "train", "evaluate", "push")
+# The steps that read or write <serving_root>: drift and baseline, and the push itself.
+SERVING_STEPS = ("validate", "evaluate", "push")
 GCP_KEY_DIR = "/var/secrets/google"
 SHM_PATH = "/dev/shm"
 
@@ -65,6 +68,8 @@ class ClusterSettings:
     resources: dict[str, Resources]
     retries: dict[str, Retry]
     timeouts_seconds: dict[str, int]
+    serving_claim: str = ""
+    serving_mount_path: str = "/models"
     gcp_secret: str = ""
 
     @classmethod
@@ -83,6 +88,8 @@ class ClusterSettings:
             resources={s: Resources(**r) for s, r in raw["resources"].items()},
             retries={s: Retry(**r) for s, r in (raw.get("retries") or {}).items()},
             timeouts_seconds={s: int(t) for s, t in (raw.get("timeouts_seconds") or {}).items()},
+            serving_claim=(raw.get("serving") or {}).get("claim") or "",
+            serving_mount_path=(raw.get("serving") or {}).get("mount_path") or "/models",
             gcp_secret=(raw.get("credentials") or {}).get("gcp_secret") or "",
         )
         settings.check()
@@ -116,6 +123,8 @@ class ClusterSettings:
             task.set_retry(retry.count, retry.backoff, retry.factor, retry.max)
         if step in self.timeouts_seconds:
             kubernetes.set_timeout(task, self.timeouts_seconds[step])
+        if self.serving_claim and step in SERVING_STEPS:
+            kubernetes.mount_pvc(task, self.serving_claim, self.serving_mount_path)
         if self.gcp_secret:
             kubernetes.use_secret_as_volume(task, self.gcp_secret, GCP_KEY_DIR)
             task.set_env_variable("GOOGLE_APPLICATION_CREDENTIALS", f"{GCP_KEY_DIR}/key.json")

@@ -321,3 +321,24 @@ def test_the_readme_lists_every_parameter_as_the_pipeline_describes_it():
 def test_every_parameter_has_a_meaning_the_kfp_ui_shows(spec):
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert not [name for name, p in parameters.items() if not p.get("description")]
+
+
+def test_a_serving_claim_is_mounted_where_serving_root_is_read_and_written(tmp_path, kubernetes):
+    path = tmp_path / "pipeline.yaml"
+    assert cli.main(["compile", "-o", str(path), "--serving-claim", "imgclf-models"]) == 0
+    _, platform = yaml.safe_load_all(path.read_text())
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    mounted = {
+        name: [
+            (m["pvcNameParameter"]["runtimeValue"]["constant"], m["mountPath"])
+            for m in executor.get("pvcMount", [])
+        ]
+        for name, executor in executors.items()
+    }
+    assert {name for name, mounts in mounted.items() if mounts} == {
+        "exec-validate",
+        "exec-evaluate",
+        "exec-push",
+    }
+    assert mounted["exec-push"] == [("imgclf-models", "/models")]
+    assert not any("pvcMount" in executor for executor in kubernetes.values())
