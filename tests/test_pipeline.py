@@ -8,6 +8,7 @@ import yaml
 from components import kfp_steps
 from pipelines import cli
 from pipelines.cluster import DEFAULTS_FILE, ClusterSettings
+from pipelines.pipeline import create_pipeline
 
 STEPS = {"ingest", "validate", "preprocess", "tune", "untuned", "train", "evaluate", "push"}
 GPU_STEPS = {"exec-tune", "exec-train"}
@@ -342,3 +343,25 @@ def test_a_serving_claim_is_mounted_where_serving_root_is_read_and_written(tmp_p
     }
     assert mounted["exec-push"] == [("imgclf-models", "/models")]
     assert not any("pvcMount" in executor for executor in kubernetes.values())
+
+
+def test_the_cli_the_pipeline_and_the_trainer_share_their_defaults():
+    from dataclasses import fields
+
+    from components.train import TrainConfig
+
+    pipeline_defaults = {
+        name: spec.default for name, spec in create_pipeline().component_spec.inputs.items()
+    }
+    run_defaults = vars(cli._parser().parse_args(["run"]))
+    shared_with_cli = {name for name in pipeline_defaults if name in run_defaults}
+    assert len(shared_with_cli) > 30
+    assert {n: run_defaults[n] for n in shared_with_cli} == {
+        n: pipeline_defaults[n] for n in shared_with_cli
+    }
+    trainer_defaults = {f.name: f.default for f in fields(TrainConfig)}
+    shared_with_trainer = set(trainer_defaults) & set(pipeline_defaults)
+    assert len(shared_with_trainer) > 20
+    assert {n: trainer_defaults[n] for n in shared_with_trainer} == {
+        n: pipeline_defaults[n] for n in shared_with_trainer
+    }
