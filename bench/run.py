@@ -45,6 +45,11 @@ RESULTS = REPO / "bench"
 IMAGE_SIZE = 224
 BATCH_SIZE = 32
 AUGMENTATIONS = "flip,rotation,zoom"
+# Enough photos for steady throughput (Beam's start-up is a few seconds of each run) and a
+# 10x memory comparison, small enough that make bench, whose end-to-end run trains for
+# minutes, stays within 20 minutes.
+PREPROCESS_PHOTOS = 1500
+MEMORY_PHOTOS = 150
 
 
 @dataclass
@@ -158,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 def preprocess_benchmarks(full, work: Path, repeats: int, scale: float) -> list[Comparison]:
     """TFT on Beam against a one-process decode-resize-write loop; then peak memory of the
     step at 1x and 10x the images."""
-    images = max(50, int(len(full) * scale))
+    images = max(50, int(min(len(full), PREPROCESS_PHOTOS) * scale))
     subset = _subset(full, images, work / "subset")
     ours, loop = [], []
     for repeat in range(repeats):
@@ -181,7 +186,7 @@ def preprocess_benchmarks(full, work: Path, repeats: int, scale: float) -> list[
         target_ratio=1.0,
     )
 
-    small = max(30, int(300 * scale))
+    small = max(30, int(MEMORY_PHOTOS * scale))
     memory = {}
     for factor in (1, 10):
         folder = _subset(full, small * factor, work / f"memory-{factor}")

@@ -2,6 +2,7 @@
 (checked against the kfp CLI's own option parser), and what the images install."""
 
 import importlib.metadata
+import os
 import shlex
 import subprocess
 import sys
@@ -14,12 +15,19 @@ from kfp.cli import recurring_run, run
 REPO = Path(__file__).resolve().parents[1]
 VERSION = importlib.metadata.version("imgclf")
 CLUSTER = ["DATA_URI=gs://photos/clothing", "SERVING_ROOT=gs://models/serving"]
+# Not a sub-make of `make test`: its flags and variables would leak into the dry runs.
+OWN_MAKE = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
 
 
 def make_dry_run(*arguments: str) -> list[list[str]]:
     """The commands ``make -n`` prints, continuation lines joined, each split as sh would."""
     result = subprocess.run(
-        ["make", "-n", *arguments], cwd=REPO, capture_output=True, text=True, check=False
+        ["make", "--no-print-directory", "-n", *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=OWN_MAKE,
     )
     if result.returncode:
         raise AssertionError(result.stderr)
@@ -86,7 +94,7 @@ def test_make_schedule_creates_a_nightly_recurring_run_one_at_a_time_without_cat
 @pytest.mark.parametrize("target", ["submit", "schedule"])
 def test_submit_and_schedule_say_what_is_missing(target):
     result = subprocess.run(
-        ["make", "-n", target], cwd=REPO, capture_output=True, text=True, check=False
+        ["make", "-n", target], cwd=REPO, capture_output=True, text=True, check=False, env=OWN_MAKE
     )
     assert result.returncode != 0
     assert f"Set DATA_URI and SERVING_ROOT, e.g. make {target} DATA_URI=gs://" in result.stderr
