@@ -75,7 +75,7 @@ class ClusterSettings:
     @classmethod
     def load(cls, path: str | Path = DEFAULTS_FILE) -> ClusterSettings:
         raw = yaml.safe_load(Path(path).read_text())
-        gpu = raw["gpu"]
+        gpu, serving = raw["gpu"], raw.get("serving") or {}
         settings = cls(
             step_image=raw["images"]["step"],
             gpu_image=raw["images"]["gpu"],
@@ -88,8 +88,8 @@ class ClusterSettings:
             resources={s: Resources(**r) for s, r in raw["resources"].items()},
             retries={s: Retry(**r) for s, r in (raw.get("retries") or {}).items()},
             timeouts_seconds={s: int(t) for s, t in (raw.get("timeouts_seconds") or {}).items()},
-            serving_claim=(raw.get("serving") or {}).get("claim") or "",
-            serving_mount_path=(raw.get("serving") or {}).get("mount_path") or "/models",
+            serving_claim=serving.get("claim") or "",
+            serving_mount_path=serving.get("mount_path") or cls.serving_mount_path,
             gcp_secret=(raw.get("credentials") or {}).get("gcp_secret") or "",
         )
         settings.check()
@@ -101,8 +101,8 @@ class ClusterSettings:
         return changed
 
     def check(self) -> None:
-        named = set(self.gpu_steps) | set(self.resources) | set(self.retries)
-        unknown = sorted(named - set(STEPS) | set(self.timeouts_seconds) - set(STEPS))
+        named = {*self.gpu_steps, *self.resources, *self.retries, *self.timeouts_seconds}
+        unknown = sorted(named - set(STEPS))
         if unknown:
             raise ValueError(f"Unknown step(s) {', '.join(unknown)}; steps: {', '.join(STEPS)}.")
         if self.gpu_count < 0:
