@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         "--fine-tune-epochs", type=int, default=14, help="stage 2: the backbone unfrozen"
     )
     run.add_argument("--batch-size", type=int, default=32)
-    run.add_argument("--learning-rate", type=float, default=3e-3)
+    run.add_argument("--learning-rate", type=float, default=1e-2)
     run.add_argument(
         "--augmentations",
         default=DEFAULT_AUGMENTATIONS,
@@ -95,10 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--learning-rate-schedule",
         choices=LEARNING_RATE_SCHEDULES,
-        default="constant",
+        default="cosine",
         help="cosine: linear warmup over --warmup-epochs, then cosine decay over each stage",
     )
-    run.add_argument("--warmup-epochs", type=int, default=0)
+    run.add_argument("--warmup-epochs", type=int, default=1)
     run.add_argument("--label-smoothing", type=float, default=0.0)
     run.add_argument(
         "--class-weight",

@@ -26,7 +26,7 @@ def test_a_random_search_scores_each_trial_on_validation_and_returns_the_best(pr
     )
     # From scratch there is no fine-tuning stage, so its unfrozen share is not searched.
     assert set(best) == {"learning_rate", "dropout", "label_smoothing"}
-    assert 1e-4 <= best["learning_rate"] <= 1e-2
+    assert 1e-3 <= best["learning_rate"] <= 3e-2
     trials = json.loads((tmp_path / tune.TRIALS_FILE).read_text())
     assert len(trials) == 2
     scores = [trial["validation_accuracy"] for trial in trials]
@@ -45,7 +45,7 @@ def test_a_bayesian_search_of_a_pretrained_backbone_also_tunes_the_unfrozen_shar
     best = tune.tune(
         prepared["examples"], prepared["transform"], str(tmp_path), config, 2, "bayesian"
     )
-    assert 0.1 <= best["unfreeze_fraction"] <= 0.5
+    assert 0.2 <= best["unfreeze_fraction"] <= 1.0
 
 
 @pytest.mark.parametrize(
