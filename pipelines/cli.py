@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--epochs", type=int, default=2, help="stage 1: head only")
     run.add_argument(
-        "--fine-tune-epochs", type=int, default=14, help="stage 2: the backbone unfrozen"
+        "--fine-tune-epochs", type=int, default=30, help="stage 2: the backbone unfrozen"
     )
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--learning-rate", type=float, default=1e-2)
@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--early-stopping-patience",
         type=int,
-        default=4,
+        default=10,
         help="epochs without a better validation loss before a stage stops (best weights kept)",
     )
     run.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
