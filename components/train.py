@@ -60,23 +60,20 @@ class TrainConfig:
     weights: str = "imagenet"
     alpha: float = 1.0
     image_size: int = 224
-    # Measured on the clothing photos (MobileNet v1 0.25, 224 px): a short head stage, then
-    # the whole backbone fine-tuned, beat 5 + 3 epochs with the top 30% unfrozen by 6 points.
-    # The model still underfits at 14 fine-tuning epochs: 30 beat 14 by 2.4 points of accuracy
-    # (91.0% against 88.6%, two seeds each).
+    # The training defaults below were measured on the clothing photos (MobileNet v1 0.25,
+    # 224 px); the figures are in create_pipeline's docstring, which README's table is made from.
+    # A short head stage, then the whole backbone fine-tuned for long: the model underfits.
     epochs: int = 2
     fine_tune_epochs: int = 30
     batch_size: int = 32
-    # The model underfits at 0.003 (train accuracy 0.89 under augmentation). Fine-tuning at a
-    # tenth of 0.01 diverged at a constant rate; with a one-epoch warmup and a cosine decay it is
-    # stable and beat a constant 0.003 by 1.9 points of accuracy and 3.2 of macro F1 (two seeds).
+    # Fine-tuning at a tenth of 0.01 diverges at a constant rate; the warmup and cosine decay
+    # below are what keep it stable.
     learning_rate: float = 1e-2
     unfreeze_fraction: float = 1.0
     dropout: float = 0.2
     augmentations: str = augmentation.DEFAULT_AUGMENTATIONS
     # Under the cosine schedule validation loss keeps improving until the rate has decayed, but
-    # on a few hundred images it wanders on the way: the 2 + 30 clothing run went 7 epochs
-    # without a better loss, and a patience of 6 stopped it at 87.9% instead of 91.7%.
+    # on a few hundred images it wanders for several epochs on the way.
     early_stopping_patience: int = 10
     optimizer: str = "adam"
     # "cosine": linear warmup over warmup_epochs, then cosine decay to zero over each stage.
