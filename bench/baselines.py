@@ -81,7 +81,7 @@ def seed_image_generator(
 
 
 def seed_recipe(
-    photos: Path, weights: str | None, image_size: int, epochs: int
+    photos: Path, weights: str | None, image_size: int, epochs: int, seed: int
 ) -> dict[str, float]:
     """The seeds' transfer-learning recipe, trained on ``photos/train`` and scored on
     ``photos/test``: MobileNet v1 0.25 frozen, Flatten, Dense 512, SGD at 0.001, on
@@ -89,6 +89,10 @@ def seed_recipe(
     import keras
     from sklearn.metrics import accuracy_score, f1_score
 
+    # Unseeded, the head's initialisation and ImageDataGenerator's augmentation draws moved
+    # its test accuracy by almost three points between runs (83.6% and 86.3% at 32 epochs),
+    # more than the quality bar can tell apart; seeded, the benchmark compares two fixed runs.
+    keras.utils.set_random_seed(seed)
     train = seed_image_generator(photos / "train", image_size, 32)
     validation = seed_image_generator(photos / "validation", image_size, 32, {})
     backbone = keras.applications.MobileNet(

@@ -358,10 +358,12 @@ def end_to_end_and_quality_benchmarks(photos: Path, work: Path, scale: float) ->
         config.weights if config.weights != "none" else None,
         image_size,
         epochs=config.epochs + config.fine_tune_epochs,
+        seed=config.seed,
     )
     recipe = (
         f"MobileNet v1 0.25 ({'shared ImageNet weights' if config.weights != 'none' else 'random'}"
-        f"), {image_size}px, {config.epochs + config.fine_tune_epochs} epochs each"
+        f"), {image_size}px, {config.epochs + config.fine_tune_epochs} epochs each, "
+        f"seed {config.seed}"
     )
     quality = [
         Comparison(
