@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -496,14 +497,20 @@ def _fit(
         )
     if config.tensorboard_dir:
         callbacks.append(keras.callbacks.TensorBoard(storage.join(config.tensorboard_dir, stage)))
-    history = model.fit(
-        train_data,
-        validation_data=validation_data,
-        epochs=epochs,
-        verbose=2,
-        callbacks=[*callbacks, *extra],
-        class_weight=result.class_weights,
-    )
+    with warnings.catch_warnings():
+        # The splits' length is unknown until read (interleaved files), so Keras learns it by
+        # running out of data in the first epoch and warns each stage that the input "ran out";
+        # nothing is lost (keras-team/keras#23360 stops the warning, after Keras 3.15).
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        history = model.fit(
+            train_data,
+            validation_data=validation_data,
+            epochs=epochs,
+            verbose=2,
+            callbacks=[*callbacks, *extra],
+            class_weight=result.class_weights,
+            shuffle=False,  # make_dataset shuffles; Keras cannot shuffle a tf.data input
+        )
     stage_history = {name: [float(v) for v in values] for name, values in history.history.items()}
     _record_stage(result, stage, stage_history)
     if config.checkpoint_dir:

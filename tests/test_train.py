@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -234,7 +235,13 @@ def test_training_with_sgd_cosine_smoothing_and_class_weights(prepared, tmp_path
         tensorboard_dir=str(tmp_path / "logs"),
         tflite="int8",
     )
-    result = train.train(prepared["examples"], prepared["transform"], str(tmp_path / "m"), config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train.train(
+            prepared["examples"], prepared["transform"], str(tmp_path / "m"), config
+        )
+    keras_warnings = [str(w.message) for w in caught if "keras" in w.filename]
+    assert not [m for m in keras_warnings if "ran out of data" in m or "shuffle" in m]
     assert (tmp_path / "m" / "assets.extra" / "tflite" / "model_int8.tflite").is_file()
     assert set(result.tflite) == {"int8"} and result.tflite["int8"]["sample_images"] > 0
     assert list((tmp_path / "logs" / "full" / "train").glob("events.out.tfevents.*"))
