@@ -27,6 +27,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
@@ -34,7 +35,14 @@ import tensorflow_transform as tft  # noqa: E402
 from bench import baselines  # noqa: E402
 from components import augmentation, manifest, preprocess, serving  # noqa: E402
 from components.ingest import ingest  # noqa: E402
-from components.train import TrainConfig, build_model, make_dataset  # noqa: E402
+from components.train import (  # noqa: E402
+    TrainConfig,
+    build_model,
+    fit_stages,
+    make_dataset,
+    new_result,
+    precision_policy,
+)
 
 log = logging.getLogger("bench")
 
@@ -50,6 +58,7 @@ AUGMENTATIONS = "flip,rotation,zoom"
 # minutes, stays within 20 minutes.
 PREPROCESS_PHOTOS = 1500
 MEMORY_PHOTOS = 150
+BENCHMARKS = ("preprocess", "input", "training", "serving", "end-to-end")
 
 
 @dataclass
@@ -115,12 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(RESULTS))
     parser.add_argument(
         "--only",
-        choices=("preprocess", "input", "serving", "end-to-end"),
+        choices=BENCHMARKS,
         action="append",
         help="run only these benchmarks (repeatable); end-to-end includes quality",
     )
     args = parser.parse_args(argv)
-    chosen = set(args.only or ("preprocess", "input", "serving", "end-to-end"))
+    chosen = set(args.only or BENCHMARKS)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     scale = 0.1 if args.quick else 1.0
 
@@ -130,10 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         log.info("Images: %s", source)
         full = ingest(str(photos), str(work / "manifest"))
         comparisons = []
-        if chosen & {"preprocess", "input", "serving"}:
+        if chosen & {"preprocess", "input", "training", "serving"}:
             comparisons += preprocess_benchmarks(full, work, args.repeats, scale)
         if "input" in chosen:
             comparisons += training_input_benchmarks(photos, work, args.repeats, scale)
+        if "training" in chosen:
+            comparisons.append(training_speed_benchmark(work, args.repeats, scale))
         if "serving" in chosen:
             comparisons.append(serving_benchmark(work, args.repeats, scale))
         if "end-to-end" in chosen:
@@ -259,6 +270,73 @@ def training_input_benchmarks(
         target_ratio=10.0,
     )
     return [with_augmentation, without]
+
+
+def training_speed_benchmark(work: Path, repeats: int, scale: float) -> Comparison:
+    """Fine-tuning images/s of the train step in the precision ``mixed_precision=auto``
+    picks, against the other: float32 on a GPU, where auto computes in mixed_float16;
+    mixed_float16 on a CPU, where auto keeps float32."""
+    out = work / "preprocess-0"
+    train_images = preprocess.read_counts(str(out / "examples"))["train"]
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    # Epochs of a few seconds on either device: float16 on a CPU trains about 20 images/s.
+    batches = max(1, min(int((100 if gpu else 10) * scale) or 1, train_images // BATCH_SIZE))
+    other = "off" if gpu else "on"
+    speeds = {
+        setting: _fine_tuning_images_per_second(out, setting, batches, repeats)
+        for setting in ("auto", other)
+    }
+    return Comparison(
+        f"Training speed: fine-tuning, {batches} batches of {BATCH_SIZE} at {IMAGE_SIZE}px "
+        "per epoch",
+        Figure(f"mixed_precision=auto ({precision_policy('auto')})", "images/s", speeds["auto"]),
+        Figure(f"mixed_precision={other} ({precision_policy(other)})", "images/s", speeds[other]),
+        higher_is_better=True,
+        target_ratio=1.0,
+        note="MobileNet v1 0.25, the whole backbone trainable, augmentation (flip, rotation, "
+        "zoom) in the model, one device; each repeat is an epoch after a warm-up one",
+    )
+
+
+class _EpochSeconds(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._started)
+
+
+def _fine_tuning_images_per_second(
+    out: Path, mixed_precision: str, batches: int, repeats: int
+) -> list[float]:
+    """Images/s of each epoch after the first (which traces the train step), through the
+    train step's own stages with the head stage skipped."""
+    weights = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
+    config = TrainConfig(
+        weights=str(weights) if weights.is_file() else "none",
+        alpha=0.25,
+        image_size=IMAGE_SIZE,
+        batch_size=BATCH_SIZE,
+        augmentations=AUGMENTATIONS,
+        epochs=0,
+        fine_tune_epochs=1 + repeats,
+        mixed_precision=mixed_precision,
+    )
+    examples = str(out / "examples")
+    transform = tft.TFTransformOutput(str(out / "transform"))
+    class_names = [n.decode() for n in transform.vocabulary_by_name(preprocess.LABEL_VOCABULARY)]
+    result = new_result(examples, class_names, False, config)
+    train_data = make_dataset(examples, "train", transform, config, training=True)
+    for _ in train_data:  # fills the in-memory cache, which training reads after its first epoch
+        pass
+    model, backbone = build_model(config, len(class_names))
+    epochs = _EpochSeconds()
+    fit_stages(model, backbone, train_data.take(batches), None, config, result, [epochs])
+    return [batches * BATCH_SIZE / seconds for seconds in epochs.seconds[1:]]
 
 
 def serving_benchmark(work: Path, repeats: int, scale: float) -> Comparison:
