@@ -49,6 +49,7 @@ log = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("IMGCLF_SHARED", REPO.parent / "shared"))
 CLOTHING = SHARED / "data" / "clothing-small"
+MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 RESULTS = REPO / "bench"
 IMAGE_SIZE = 224
 BATCH_SIZE = 32
@@ -315,9 +316,8 @@ def _fine_tuning_images_per_second(
 ) -> list[float]:
     """Images/s of each epoch after the first (which traces the train step), through the
     train step's own stages with the head stage skipped."""
-    weights = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
     config = TrainConfig(
-        weights=str(weights) if weights.is_file() else "none",
+        weights=_shared_weights(),
         alpha=0.25,
         image_size=IMAGE_SIZE,
         batch_size=BATCH_SIZE,
@@ -389,10 +389,9 @@ def end_to_end_and_quality_benchmarks(photos: Path, work: Path, scale: float) ->
     """Wall time of a whole local ``imgclf run`` with default settings against its train
     step's, as kfp.local timed it in the same run; then the run's test accuracy and macro F1
     against the seeds' recipe trained for as many epochs on the same photos."""
-    weights = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
     image_size = IMAGE_SIZE if scale == 1.0 else 96
     config = TrainConfig(
-        weights=str(weights) if weights.is_file() else "none",
+        weights=_shared_weights(),
         alpha=0.25,
         image_size=image_size,
         **({} if scale == 1.0 else {"epochs": 1, "fine_tune_epochs": 0}),
@@ -482,6 +481,12 @@ def step_seconds(run_log: str) -> dict[str, float]:
         else:
             seconds[finished] = (clock - started[finished]) % 86400  # past midnight
     return seconds
+
+
+def _shared_weights() -> str:
+    """The shared MobileNet v1 0.25 ImageNet weights as TrainConfig takes them, or "none"
+    (random initialisation) without ``../shared``."""
+    return str(MOBILENET_WEIGHTS) if MOBILENET_WEIGHTS.is_file() else "none"
 
 
 def _subset(full, images: int, folder: Path) -> Path:
