@@ -204,7 +204,7 @@ def _retrained(work, prepared: dict[str, str], shuffle_labels: bool) -> str:
     paths = {"examples": str(work / "examples"), "transform": str(work / "transform")}
     preprocess(str(work / "validated"), paths["examples"], paths["transform"], IMAGE_SIZE)
     return _train_small_model(
-        work / "model", paths, epochs=10, batch_size=4, early_stopping_patience=10
+        work / "model", paths, epochs=20, batch_size=4, early_stopping_patience=20
     )
 
 
