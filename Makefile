@@ -42,7 +42,7 @@ run: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -n 2 --dist loadfile --durations=15
+	$(BIN)/pytest -n 2 --dist worksteal --durations=15
 
 test-fast: $(INSTALLED)
 	$(BIN)/pytest -m "not slow"
