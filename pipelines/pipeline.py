@@ -160,7 +160,10 @@ def create_pipeline(
             focal_gamma: the focusing exponent of the focal loss
             l2: L2 penalty on the head's weights (`adamw` decays every trainable weight)
             mixed_precision: `auto`: `mixed_float16` on a GPU (float32 output layer, loss scaling),
-                float32 on a CPU; `on`, `off`
+                float32 on a CPU; `on`, `off`. It pays where the GPU is the bottleneck: fine-tuning
+                on an H200 (Keras' JAX backend), ResNet50 at batch 256 ran 1.80x float32's
+                images/s, but MobileNet v1 0.25 0.88x at batch 32 and 0.98x at 256, and ResNet50
+                0.77x at batch 32; `off` for small backbones at small batches
             xla: compile train steps with XLA; refuses `rotation`, `zoom` and `translation`, whose
                 warp has no XLA kernel
             tflite: TFLite exports in the served version's `assets.extra/tflite/`: `float16`, `int8`
