@@ -29,7 +29,9 @@ IMAGE_SIZE = 224
 POLICIES = ("float32", "mixed_float16")
 
 
-class _EpochSeconds(keras.callbacks.Callback):
+class EpochSeconds(keras.callbacks.Callback):
+    """Seconds of each epoch, in order."""
+
     def __init__(self):
         super().__init__()
         self.seconds: list[float] = []
@@ -81,7 +83,7 @@ def images_per_second(
     x = generator.integers(0, 256, (images, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     y = keras.utils.to_categorical(generator.integers(0, CLASSES, images), CLASSES)
     model = fine_tuning_model(args.backbone, args.weights, args.alpha, policy)
-    timer = _EpochSeconds()
+    timer = EpochSeconds()
     model.fit(x, y, batch_size=batch_size, epochs=1 + epochs, callbacks=[timer], verbose=0)
     return [images / seconds for seconds in timer.seconds[1:]]
 

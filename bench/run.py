@@ -27,12 +27,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 
 from bench import baselines  # noqa: E402
+from bench.gpu_training_speed import EpochSeconds  # noqa: E402
 from components import augmentation, manifest, preprocess, serving  # noqa: E402
 from components.ingest import ingest  # noqa: E402
 from components.train import (  # noqa: E402
@@ -299,18 +299,6 @@ def training_speed_benchmark(work: Path, repeats: int, scale: float) -> Comparis
     )
 
 
-class _EpochSeconds(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.seconds: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._started)
-
-
 def _fine_tuning_images_per_second(
     out: Path, mixed_precision: str, batches: int, repeats: int
 ) -> list[float]:
@@ -334,7 +322,7 @@ def _fine_tuning_images_per_second(
     for _ in train_data:  # fills the in-memory cache, which training reads after its first epoch
         pass
     model, backbone = build_model(config, len(class_names))
-    epochs = _EpochSeconds()
+    epochs = EpochSeconds()
     fit_stages(model, backbone, train_data.take(batches), None, config, result, [epochs])
     return [batches * BATCH_SIZE / seconds for seconds in epochs.seconds[1:]]
 
