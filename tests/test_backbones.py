@@ -29,7 +29,9 @@ def test_every_backbone_trains_a_step_and_exports_for_serving(name, transforms, 
         backbone=name, weights="none", alpha=0.25, image_size=size, augmentations="none"
     )
     model, _ = build_model(config, num_classes=3)
-    model.compile(keras.optimizers.SGD(0.001), "categorical_crossentropy")
+    # Eagerly: tracing a train step takes 15 to 20 s on the large backbones, while the export
+    # below traces the model anyway; graph-mode training is test_train's and the DAG runs' job.
+    model.compile(keras.optimizers.SGD(0.001), "categorical_crossentropy", run_eagerly=True)
     before = [w.copy() for w in model.get_layer("scores").get_weights()]
     images = np.random.default_rng(0).integers(0, 256, (4, size, size, 3), np.uint8)
     loss = model.train_on_batch(images, np.eye(3)[[0, 2, 1, 0]])
