@@ -2,11 +2,10 @@
 Keras backend.
 
 ``make bench`` measures this through the real train step, which needs TensorFlow. This script
-is for machines that have a GPU but no TensorFlow (a JAX or PyTorch image): it builds the same
-classifier from the same parts (our backbone, input scaling and augmentation layers, then
-pooling, dropout and a float32 scores layer) and fine-tunes it as stage 2 does (the whole
-backbone trainable, BatchNormalization frozen) on random uint8 images held in memory, so it
-measures the model's step alone, not the input pipeline.
+is for machines that have a GPU but no TensorFlow (a JAX or PyTorch image): it builds the
+train step's classifier (``components.classifier``) and fine-tunes it as stage 2 does (the
+whole backbone trainable, BatchNormalization frozen) on random uint8 images held in memory, so
+it measures the model's step alone, not the input pipeline.
 
     KERAS_BACKEND=jax python -m bench.gpu_training_speed --weights PATH [--batch-sizes 32,256]
 """
@@ -23,9 +22,11 @@ import numpy as np
 
 from components.augmentation import DEFAULT_AUGMENTATIONS, augmentation_layers
 from components.backbones import get_backbone
+from components.classifier import classifier, unfreeze_top
 
 CLASSES = 10
 IMAGE_SIZE = 224
+DROPOUT = 0.2
 POLICIES = ("float32", "mixed_float16")
 
 
@@ -44,35 +45,21 @@ class EpochSeconds(keras.callbacks.Callback):
 
 
 def fine_tuning_model(backbone_name: str, weights: str | None, alpha: float, policy: str):
-    """The backbone's classifier as ``train.build_model`` chains it (which imports TensorFlow),
-    in the dtype ``policy``, compiled for stage 2: every backbone layer but BatchNormalization
-    trainable."""
+    """The train step's classifier in the dtype ``policy``, compiled for stage 2 with the
+    whole backbone unfrozen (BatchNormalization excepted)."""
+    spec = get_backbone(backbone_name)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
-        model = _classifier(get_backbone(backbone_name), weights, alpha)
+        backbone = spec.build((IMAGE_SIZE, IMAGE_SIZE, 3), weights, alpha)
+        unfreeze_top(backbone, 1.0)
+        layers = augmentation_layers(DEFAULT_AUGMENTATIONS)
+        model = classifier(spec, backbone, layers, DROPOUT, CLASSES)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     # Keras wraps the optimizer in a LossScaleOptimizer under mixed_float16, as in training.
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
     return model
-
-
-def _classifier(spec, weights: str | None, alpha: float) -> keras.Model:
-    shape = (IMAGE_SIZE, IMAGE_SIZE, 3)
-    backbone = spec.build(shape, weights, alpha)
-    for layer in backbone.layers:
-        layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
-    inputs = keras.Input(shape=shape, name="image")
-    x = inputs
-    for layer in augmentation_layers(DEFAULT_AUGMENTATIONS):
-        x = layer(x)
-    scaling = spec.scaling_layer()
-    x = backbone(scaling(x) if scaling is not None else x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    x = keras.layers.Dropout(0.2, name="dropout")(x)
-    outputs = keras.layers.Dense(CLASSES, activation="softmax", dtype="float32", name="scores")(x)
-    return keras.Model(inputs, outputs)
 
 
 def images_per_second(

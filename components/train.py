@@ -39,6 +39,7 @@ from sklearn.metrics import precision_recall_curve
 
 from components import augmentation, preprocess, serving, storage, tflite_export
 from components.backbones import get_backbone
+from components.classifier import classifier, unfreeze_top
 
 log = logging.getLogger(__name__)
 
@@ -342,36 +343,11 @@ def _build_model(spec, config: TrainConfig, num_classes: int, multi_label: bool)
 
     if not pretrained:
         _speed_up_batch_norm_statistics(backbone)
-
-    inputs = keras.Input(shape=shape, name="image")
-    x = inputs
-    for layer in augmentation.augmentation_layers(config.augmentations, config.seed):
-        x = layer(x)
-    scaling = spec.scaling_layer()
-    if scaling is not None:
-        x = scaling(x)
-    x = backbone(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    x = keras.layers.Dropout(config.dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(
-        num_classes,
-        activation="sigmoid" if multi_label else "softmax",
-        kernel_regularizer=keras.regularizers.L2(config.l2) if config.l2 else None,
-        dtype="float32",
-        name="scores",
-    )(x)
-    return keras.Model(inputs, outputs, name=f"{spec.name}_classifier"), backbone
-
-
-def unfreeze_top(backbone: keras.Model, fraction: float) -> int:
-    """Makes the top ``fraction`` of layers trainable, BatchNormalization excepted; returns
-    how many layers that top holds."""
-    backbone.trainable = True
-    count = max(1, math.ceil(len(backbone.layers) * fraction))
-    for index, layer in enumerate(backbone.layers):
-        is_top = index >= len(backbone.layers) - count
-        layer.trainable = is_top and not isinstance(layer, keras.layers.BatchNormalization)
-    return count
+    augmentations = augmentation.augmentation_layers(config.augmentations, config.seed)
+    model = classifier(
+        spec, backbone, augmentations, config.dropout, num_classes, multi_label, config.l2
+    )
+    return model, backbone
 
 
 def make_dataset(

@@ -1,5 +1,4 @@
-"""bench.gpu_training_speed rebuilds train.build_model's classifier without TensorFlow; these
-tests keep the two the same model."""
+"""bench.gpu_training_speed builds train.build_model's classifier without TensorFlow."""
 
 import argparse
 

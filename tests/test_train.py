@@ -19,12 +19,12 @@ import tensorflow_transform as tft
 from conftest import IMAGE_SIZE, MOBILENET_WEIGHTS, REPO, needs_weights
 
 from components import manifest, serving, storage, train, tune
+from components.classifier import unfreeze_top
 from components.train import (
     TrainConfig,
     build_model,
     make_dataset,
     per_class_thresholds,
-    unfreeze_top,
 )
 
 
