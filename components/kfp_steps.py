@@ -163,6 +163,7 @@ def tune(
     l2: float,
     mixed_precision: str,
     xla: bool,
+    seed: int,
     trials: Output[Artifact],
     report: Output[Markdown],
 ) -> dict:
@@ -219,6 +220,7 @@ def train(
     l2: float,
     mixed_precision: str,
     xla: bool,
+    seed: int,
     tflite: str,
     model: Output[Model],
     keras_model: Output[Model],

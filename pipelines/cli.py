@@ -129,6 +129,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--xla", action="store_true", help="compile train steps with XLA")
     run.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="seeds training: the same seed, data and machine train the same model",
+    )
+    run.add_argument(
         "--tflite",
         default="none",
         help="TFLite exports beside the SavedModel: float16, int8 (dynamic range), both "
@@ -394,6 +400,7 @@ def _run(args: argparse.Namespace) -> int:
         "l2": args.l2,
         "mixed_precision": args.mixed_precision,
         "xla": args.xla,
+        "seed": args.seed,
         "tflite": args.tflite,
         "tune_trials": args.tune_trials,
         "tune_algorithm": args.tune_algorithm,

@@ -63,6 +63,7 @@ def create_pipeline(
         l2: float = 0.0,
         mixed_precision: str = "auto",
         xla: bool = False,
+        seed: int = 42,
         tflite: str = "none",
         tune_trials: int = 0,
         tune_algorithm: str = "random",
@@ -166,6 +167,9 @@ def create_pipeline(
                 0.77x at batch 32; `off` for small backbones at small batches
             xla: compile train steps with XLA; refuses `rotation`, `zoom` and `translation`, whose
                 warp has no XLA kernel
+            seed: seeds train's (and tune's) initialisation, shuffling, augmentation and
+                dropout: the same seed, data and machine train the same model; other seeds show
+                how much of a result is chance
             tflite: TFLite exports in the served version's `assets.extra/tflite/`: `float16`, `int8`
                 (dynamic range), or both comma-separated; they take uint8 `[N, size, size, 3]`
                 images (JPEG decoding is no TFLite builtin), and `tflite.json` beside them records
@@ -249,6 +253,7 @@ def create_pipeline(
             l2=l2,
             mixed_precision=mixed_precision,
             xla=xla,
+            seed=seed,
         )
         with dsl.If(tune_trials > 0, name="tuning-requested"):
             tuned = kfp_steps.tune(**training, max_trials=tune_trials, algorithm=tune_algorithm)

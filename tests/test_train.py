@@ -414,6 +414,23 @@ def test_a_killed_train_step_resumes_from_its_last_epoch(prepared, tmp_path):
     )
 
 
+def test_the_seed_repeats_a_training_run_and_another_seed_trains_another(prepared, tmp_path):
+    config = TrainConfig(
+        weights="none", alpha=0.25, image_size=IMAGE_SIZE, epochs=1, fine_tune_epochs=0
+    )
+    first, again, other = (
+        train.train(
+            prepared["examples"],
+            prepared["transform"],
+            str(tmp_path / name),
+            dataclasses.replace(config, seed=seed),
+        )
+        for name, seed in (("first", 42), ("again", 42), ("other", 7))
+    )
+    assert again.history == first.history
+    assert other.history["loss"] != first.history["loss"]
+
+
 def test_a_steps_parameters_become_the_config_by_name():
     parameters = {"backbone": "vgg16", "epochs": 4, "model": object(), "logging": None}
     config = TrainConfig.from_parameters(parameters, checkpoint_dir="gs://b/c")
