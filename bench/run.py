@@ -407,6 +407,7 @@ def end_to_end_and_quality_benchmarks(
         for step, seconds in steps.items():
             other_steps.setdefault(step, []).append(seconds)
         ours.append(json.loads((work / f"seed-{seed}" / "summary.json").read_text())["candidate"])
+        log.info("Seed %d, imgclf run: %s", seed, _quality(ours[-1]))
         recipe.append(
             baselines.seed_recipe(
                 photos,
@@ -416,6 +417,7 @@ def end_to_end_and_quality_benchmarks(
                 seed=seed,
             )
         )
+        log.info("Seed %d, the seeds' recipe: %s", seed, _quality(recipe[-1]))
 
     runs = f"{len(seeds)} run{'s' if len(seeds) > 1 else ''}"
     end_to_end = Comparison(
@@ -450,6 +452,10 @@ def end_to_end_and_quality_benchmarks(
         for name, key, margin in (("accuracy", "accuracy", 8.0), ("macro F1", "macro_f1", 0.0))
     ]
     return [end_to_end, *quality]
+
+
+def _quality(scores: dict) -> str:
+    return f"test accuracy {100 * scores['accuracy']:.1f}%, macro F1 {100 * scores['macro_f1']:.1f}"
 
 
 def _imgclf_run(photos: Path, out: Path, config: TrainConfig, seed: int) -> str:
