@@ -1,9 +1,15 @@
 """Thin KFP lightweight components, one per step.
 
-Each body unpacks artifacts, calls the step's logic from this package and records metadata for
-the KFP UI. KFP ships only the function's source to the container, so imports live inside the
-bodies and the step image must have this package installed (``containers/``). Locally,
-``kfp.local.SubprocessRunner(use_venv=False)`` runs the same bodies in the current environment.
+Each body unpacks artifacts, builds the step's settings from its ``settings`` dict, calls the
+step's logic and records metadata for the KFP UI. KFP ships only the function's source to the
+container, so imports live inside the bodies and the step image must have this package
+installed (``containers/``). Locally, ``kfp.local.SubprocessRunner(use_venv=False)`` runs the
+same bodies in the current environment.
+
+A step's parameters travel as one ``settings`` dict, made by the pipeline from the declarations
+in ``imgclf.components.parameters``; KFP substitutes its values as text, and each settings class
+parses them back (``Settings.from_step_input``). A list cannot travel inside that dict (the
+launcher would write its JSON into a string), so ``beam_pipeline_args`` has its own parameter.
 """
 
 from kfp import dsl
@@ -26,29 +32,24 @@ _component = dsl.component(base_image=STEP_IMAGE, install_kfp_package=False)
 
 
 @_component
-def ingest(
-    data_uri: str,
-    data_snapshot: str,
-    scheduled_at: str,
-    train_fraction: float,
-    validation_fraction: float,
-    manifest: Output[Dataset],
-    metrics: Output[Metrics],
-):
+def ingest(settings: dict, scheduled_at: str, manifest: Output[Dataset], metrics: Output[Metrics]):
     """Lists the images under data_uri, as of the data snapshot, into a manifest with labels
     and splits."""
-    import logging
+    import dataclasses
 
-    from components import manifest as manifest_schema
-    from components.ingest import ingest as ingest_images
-    from components.ingest import snapshot_of_run
+    from imgclf.components import logs
+    from imgclf.components import manifest as manifest_table
+    from imgclf.components.data.ingest import ingest as ingest_images
+    from imgclf.components.data.snapshot import snapshot_of_run
+    from imgclf.components.parameters import IngestSettings
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    snapshot = snapshot_of_run(data_snapshot, scheduled_at)
+    logs.configure()
+    asked = IngestSettings.from_step_input(settings)
+    snapshot = snapshot_of_run(asked.data_snapshot, scheduled_at)
     frame = ingest_images(
-        data_uri, manifest.path, manifest.uri, train_fraction, validation_fraction, snapshot
+        dataclasses.replace(asked, data_snapshot=snapshot), manifest.path, manifest.uri
     )
-    for split, count in manifest_schema.counts_by_split(frame).items():
+    for split, count in manifest_table.counts_by_split(frame).items():
         metrics.log_metric(f"{split}_images", count)
     manifest.metadata.update(images=len(frame), data_snapshot=snapshot)
 
@@ -56,46 +57,28 @@ def ingest(
 @_component
 def validate(
     manifest: Input[Dataset],
-    min_side: int,
-    min_images_per_class: int,
-    max_invalid_fraction: float,
-    max_pixels: int,
-    max_imbalance_ratio: float,
-    serving_root: str,
-    model_name: str,
-    drift_warning: float,
-    max_label_drift: float,
-    train_fraction: float,
-    validation_fraction: float,
+    settings: dict,
     validated_manifest: Output[Dataset],
     report: Output[HTML],
     metrics: Output[Metrics],
 ):
     """Runs the great-expectations suite, quarantines files that do not decode, and compares
     the data with the served model's (drift)."""
-    import logging
     import shutil
     from pathlib import Path
 
-    from components.validate import validate as validate_manifest
+    from imgclf.components import artifacts, logs
+    from imgclf.components.data.validate import validate as validate_manifest
+    from imgclf.components.parameters import ServingTarget, ValidationRules
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report_file = str(Path(validated_manifest.path) / "report.html")
+    logs.configure()
+    report_file = str(Path(validated_manifest.path) / artifacts.VALIDATION_REPORT)
     result = validate_manifest(
         manifest.path,
         validated_manifest.path,
         report_file,
-        min_side,
-        min_images_per_class,
-        max_invalid_fraction,
-        max_pixels,
-        max_imbalance_ratio,
-        serving_root,
-        model_name,
-        drift_warning,
-        max_label_drift,
-        train_fraction,
-        validation_fraction,
+        rules=ValidationRules.from_step_input(settings),
+        serving=ServingTarget.from_step_input(settings),
     )
     shutil.copyfile(report_file, report.path)
     for split, count in result.images.items():
@@ -110,27 +93,22 @@ def validate(
 @_component
 def preprocess(
     validated_manifest: Input[Dataset],
-    image_size: int,
-    resize_policy: str,
-    rebalance_to: int,
+    settings: dict,
     beam_pipeline_args: list,
     examples: Output[Dataset],
     transform_graph: Output[Artifact],
 ):
     """tensorflow-transform on Beam: decoded, resized images and label ids as TFRecords."""
-    import logging
+    from imgclf.components import logs
+    from imgclf.components.parameters import PreprocessSettings
+    from imgclf.components.transform.preprocess import preprocess as transform_images
 
-    from components.preprocess import preprocess as transform_images
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure()
     counts = transform_images(
         validated_manifest.path,
         examples.path,
         transform_graph.path,
-        image_size,
-        beam_pipeline_args,
-        resize_policy,
-        rebalance_to,
+        PreprocessSettings.from_step_input({**settings, "beam_pipeline_args": beam_pipeline_args}),
     )
     examples.metadata["images"] = counts
 
@@ -139,50 +117,35 @@ def preprocess(
 def tune(
     examples: Input[Dataset],
     transform_graph: Input[Artifact],
-    max_trials: int,
-    algorithm: str,
-    backbone: str,
-    weights: str,
-    alpha: float,
-    image_size: int,
-    epochs: int,
-    fine_tune_epochs: int,
-    batch_size: int,
-    learning_rate: float,
-    augmentations: str,
-    early_stopping_patience: int,
-    optimizer: str,
-    learning_rate_schedule: str,
-    warmup_epochs: int,
-    label_smoothing: float,
-    class_weight: str,
-    dropout: float,
-    unfreeze_fraction: float,
-    loss: str,
-    focal_gamma: float,
-    l2: float,
-    mixed_precision: str,
-    xla: bool,
-    seed: int,
+    settings: dict,
     trials: Output[Artifact],
     report: Output[Markdown],
 ) -> dict:
-    """A KerasTuner search of max_trials trials; returns the best hyperparameters for train."""
+    """A KerasTuner search of tune_trials trials; returns the best hyperparameters for train."""
     import json
-    import logging
     from pathlib import Path
 
-    from components.train import TrainConfig
-    from components.tune import TRIALS_FILE, trials_markdown
-    from components.tune import tune as search
+    from imgclf.components import artifacts, logs
+    from imgclf.components.parameters import TuneSettings
+    from imgclf.components.training.config import TrainConfig
+    from imgclf.components.training.tune import trials_markdown
+    from imgclf.components.training.tune import tune as search
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # The step's parameters are named as TrainConfig's fields.
-    config = TrainConfig.from_parameters(locals())
-    best = search(examples.path, transform_graph.path, trials.path, config, max_trials, algorithm)
-    found = json.loads((Path(trials.path) / TRIALS_FILE).read_text())
+    logs.configure()
+    config = TrainConfig.from_step_input(settings)
+    wanted = TuneSettings.from_step_input(settings)
+    best = search(
+        examples.path,
+        transform_graph.path,
+        trials.path,
+        config,
+        wanted.tune_trials,
+        wanted.tune_algorithm,
+    )
+    found = json.loads((Path(trials.path) / artifacts.TRIALS).read_text())
     Path(report.path).write_text(
-        f"# Tuning: {len(found)} {algorithm} trials, best first\n\n{trials_markdown(found)}"
+        f"# Tuning: {len(found)} {wanted.tune_algorithm} trials, best first\n\n"
+        f"{trials_markdown(found)}"
     )
     return best
 
@@ -197,31 +160,8 @@ def untuned() -> dict:
 def train(
     examples: Input[Dataset],
     transform_graph: Input[Artifact],
+    settings: dict,
     hyperparameters: dict,
-    backbone: str,
-    weights: str,
-    alpha: float,
-    image_size: int,
-    epochs: int,
-    fine_tune_epochs: int,
-    batch_size: int,
-    learning_rate: float,
-    augmentations: str,
-    early_stopping_patience: int,
-    optimizer: str,
-    learning_rate_schedule: str,
-    warmup_epochs: int,
-    label_smoothing: float,
-    class_weight: str,
-    dropout: float,
-    unfreeze_fraction: float,
-    loss: str,
-    focal_gamma: float,
-    l2: float,
-    mixed_precision: str,
-    xla: bool,
-    seed: int,
-    tflite: str,
     model: Output[Model],
     keras_model: Output[Model],
     metrics: Output[Metrics],
@@ -231,40 +171,39 @@ def train(
 ):
     """Keras transfer learning; exports the serving SavedModel.
 
-    ``hyperparameters`` (from tune, or empty) override the matching parameters. Epoch backups
+    ``hyperparameters`` (from tune, or empty) override the matching settings. Epoch backups
     go straight to the ``checkpoints`` artifact's URI (object storage on a cluster), so a
     retried or preempted step resumes from them; TensorBoard logs are uploaded with the step's
     outputs.
     """
     import dataclasses
-    import logging
     from pathlib import Path
 
-    from components import report, storage
-    from components.train import KERAS_MODEL_FILE, TrainConfig
-    from components.train import train as train_model
+    from imgclf.components import artifacts, logs, storage
+    from imgclf.components.training.config import TrainConfig
+    from imgclf.components.training.curves import training_curves_page
+    from imgclf.components.training.train import train as train_model
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # The step's parameters are named as TrainConfig's fields.
-    config = TrainConfig.from_parameters(
-        locals(),
+    logs.configure()
+    config = dataclasses.replace(
+        TrainConfig.from_step_input(settings),
         checkpoint_dir=storage.durable_location(checkpoints.uri, checkpoints.path),
         tensorboard_dir=tensorboard_logs.path,
+        **hyperparameters,
     )
-    config = dataclasses.replace(config, **hyperparameters)
     result = train_model(
         examples.path,
         transform_graph.path,
         model.path,
         config,
-        keras_model_path=str(Path(keras_model.path) / KERAS_MODEL_FILE),
+        keras_model_path=str(Path(keras_model.path) / artifacts.KERAS_MODEL),
     )
     for name, value in result.final_metrics.items():
         metrics.log_metric(name, value)
-    Path(training_curves.path).write_text(
-        report.training_curves_page(result.history, result.stages)
+    Path(training_curves.path).write_text(training_curves_page(result.history, result.stages))
+    model.metadata.update(
+        backbone=config.backbone, classes=result.class_names, epochs=len(result.stages)
     )
-    model.metadata.update(backbone=backbone, classes=result.class_names, epochs=len(result.stages))
 
 
 @_component
@@ -272,14 +211,7 @@ def evaluate(
     model: Input[Model],
     keras_model: Input[Model],
     validated_manifest: Input[Dataset],
-    resize_policy: str,
-    serving_root: str,
-    model_name: str,
-    min_accuracy: float,
-    min_macro_f1: float,
-    max_regression: float,
-    regression_metric: str,
-    max_class_recall_drop: float,
+    settings: dict,
     evaluation: Output[Artifact],
     report: Output[HTML],
     summary: Output[Markdown],
@@ -290,40 +222,27 @@ def evaluate(
 
     A single unnamed output: kfp.local resolves conditions on it, not on named outputs.
     """
-    import logging
     import shutil
     from pathlib import Path
 
-    from components.evaluate import BlessingRules
-    from components.evaluate import evaluate as evaluate_models
-    from components.train import KERAS_MODEL_FILE
+    from imgclf.components import artifacts, logs
+    from imgclf.components.evaluation.evaluate import evaluate as evaluate_models
+    from imgclf.components.evaluation.report import HEADLINE_METRICS
+    from imgclf.components.parameters import BlessingRules, ServingTarget
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    rules = BlessingRules(
-        min_accuracy, min_macro_f1, max_regression, regression_metric, max_class_recall_drop
-    )
+    logs.configure()
     result = evaluate_models(
         model.path,
         validated_manifest.path,
-        serving_root,
-        model_name,
-        rules,
+        ServingTarget.from_step_input(settings),
+        BlessingRules.from_step_input(settings),
         output_dir=evaluation.path,
-        keras_model_path=str(Path(keras_model.path) / KERAS_MODEL_FILE),
-        resize_policy=resize_policy,
+        keras_model_path=str(Path(keras_model.path) / artifacts.KERAS_MODEL),
     )
-    shutil.copyfile(Path(evaluation.path) / "report.html", report.path)
-    shutil.copyfile(Path(evaluation.path) / "summary.md", summary.path)
+    shutil.copyfile(Path(evaluation.path) / artifacts.EVALUATION_REPORT, report.path)
+    shutil.copyfile(Path(evaluation.path) / artifacts.EVALUATION_SUMMARY, summary.path)
     for prefix, scored in (("", result.candidate), ("baseline_", result.baseline)):
-        for name in (
-            "accuracy",
-            "macro_f1",
-            "weighted_f1",
-            "top_k_accuracy",
-            "roc_auc_macro",
-            "macro_average_precision",
-            "expected_calibration_error",
-        ):
+        for _, name in HEADLINE_METRICS:
             value = getattr(scored, name) if scored else None
             if value is not None:
                 metrics.log_metric(prefix + name, value)
@@ -339,26 +258,24 @@ def push(
     model: Input[Model],
     validated_manifest: Input[Dataset],
     evaluation: Input[Artifact],
-    serving_root: str,
-    model_name: str,
-    keep_versions: int,
+    settings: dict,
     pushed: Output[Artifact],
 ):
     """Checks the blessed model loads and answers in a fresh process, then publishes it as
     the next TF Serving version with its warmup requests, data profile and model card."""
     import json
-    import logging
 
-    from components.push import push as push_model
+    from imgclf.components import logs
+    from imgclf.components.parameters import PushSettings, ServingTarget
+    from imgclf.components.serving.push import push as push_model
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure()
     result = push_model(
         model.path,
-        serving_root,
-        model_name,
+        ServingTarget.from_step_input(settings),
         validated_manifest.path,
         evaluation.path,
-        keep_versions,
+        PushSettings.from_step_input(settings),
     )
     with open(pushed.path, "w") as file:
         json.dump(result.to_dict(), file)
