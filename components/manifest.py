@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from imgclf.components import artifacts
+
 COLUMNS = ["uri", "label", "split", "sha256", "bytes", "width", "height", "format"]
 LABELS_COLUMN = "labels"
 LABEL_SEPARATOR = "|"
 SPLITS = ("train", "validation", "test")
-MANIFEST_FILE = "manifest.csv"
-QUARANTINE_FILE = "quarantine.csv"
 
 _DTYPES = {
     "uri": str,
@@ -32,7 +32,7 @@ _DTYPES = {
 }
 
 
-def write(frame: pd.DataFrame, folder: str | Path, name: str = MANIFEST_FILE) -> Path:
+def write(frame: pd.DataFrame, folder: str | Path, name: str = artifacts.MANIFEST) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
@@ -40,7 +40,7 @@ def write(frame: pd.DataFrame, folder: str | Path, name: str = MANIFEST_FILE) ->
     return path
 
 
-def read(folder: str | Path, name: str = MANIFEST_FILE) -> pd.DataFrame:
+def read(folder: str | Path, name: str = artifacts.MANIFEST) -> pd.DataFrame:
     path = Path(folder) / name
     if not path.exists():
         raise FileNotFoundError(f"No {name} in {folder}: is this a manifest artifact folder?")
