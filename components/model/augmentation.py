@@ -12,17 +12,7 @@ training batches in the ``tf.data`` pipeline (Keras' ``MixUp`` and ``CutMix`` la
 
 from __future__ import annotations
 
-AUGMENTATIONS = (
-    "flip",
-    "rotation",
-    "zoom",
-    "translation",
-    "contrast",
-    "brightness",
-    "mixup",
-    "cutmix",
-)
-DEFAULT_AUGMENTATIONS = "flip,rotation,zoom"
+from imgclf.components.parameters import AUGMENTATIONS, comma_separated
 
 # Rotation is a fraction of a full turn (0.05: up to 18 degrees either way), as Keras'
 # RandomRotation counts it; zoom and translation are fractions of the image's side; contrast
@@ -39,16 +29,7 @@ _BATCH_MIXING = ("mixup", "cutmix")
 
 def parse_augmentations(spec: str) -> list[str]:
     """``"flip,zoom"`` -> ``["flip", "zoom"]``; an empty string or ``none`` means none."""
-    names = [name.strip().lower() for name in spec.split(",") if name.strip()]
-    if names == ["none"]:
-        return []
-    unknown = sorted(set(names) - set(AUGMENTATIONS))
-    if unknown:
-        raise ValueError(
-            f"Unknown augmentation {', '.join(unknown)}; choose from "
-            f"{', '.join(AUGMENTATIONS)} (comma-separated) or 'none'."
-        )
-    return names
+    return comma_separated(spec, AUGMENTATIONS, "augmentation")
 
 
 def geometric(spec: str) -> list[str]:
@@ -63,7 +44,7 @@ def augmentation_layers(spec: str, seed: int = 0) -> list:
     # start TensorFlow.
     import keras
 
-    from components.random_affine import RandomAffine
+    from imgclf.components.model.random_affine import RandomAffine
 
     names = set(parse_augmentations(spec))
     layers = []

@@ -16,7 +16,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components import preprocess
+from imgclf.components import artifacts
+from imgclf.components.transform import features
 
 SIGNATURE_NAME = "serving_default"
 INPUT_KEY = "image_bytes"
@@ -25,10 +26,6 @@ CLASSES_KEY = "classes"
 LABEL_KEY = "label"
 # Multi-label models only: bool [None, C], whether each class is present at its threshold.
 POSITIVES_KEY = "positives"
-# TF Serving replays the PredictionLog records in this file before a version takes traffic.
-WARMUP_FILE = "tf_serving_warmup_requests"
-# How the model was trained, written by train beside the SavedModel for the model card.
-TRAINING_FILE = "training.json"
 
 
 def export(
@@ -45,8 +42,8 @@ def export(
     class_name_tensor = tf.constant(list(class_names))
 
     def serve(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
-        transformed = transform_layer({preprocess.IMAGE_BYTES_KEY: image_bytes})
-        images = preprocess.parse_images(transformed[preprocess.IMAGE_KEY], image_size)
+        transformed = transform_layer({features.IMAGE_BYTES_KEY: image_bytes})
+        images = features.parse_images(transformed[features.IMAGE_KEY], image_size)
         scores = tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32)
         outputs = {
             SCORES_KEY: scores,
@@ -98,7 +95,7 @@ class ServedModel:
 
 
 def is_saved_model(path: str | Path) -> bool:
-    return (Path(path) / "saved_model.pb").exists()
+    return (Path(path) / artifacts.SAVED_MODEL).exists()
 
 
 def top_scores(outputs: dict[str, np.ndarray], row: int, k: int = 3) -> dict[str, float]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import keras
 
-from components import classic_backbones
+from imgclf.components.model import classic_backbones
 
 
 def _minus_one_to_one() -> keras.layers.Layer:

@@ -1,8 +1,8 @@
 """Preprocess: tensorflow-transform on Apache Beam, from manifest rows to TFRecords.
 
-``preprocessing_fn`` is the one definition of how an image becomes model input. Its transform
-graph is written next to the TFRecords and embedded in the serving SavedModel, so training,
-evaluation and serving run the very same decode and resize: no skew.
+The transform itself (``features.make_preprocessing_fn``) is written next to the TFRecords and
+embedded in the serving SavedModel, so training, evaluation and serving run the very same decode
+and resize: no skew.
 
 Data flows as Arrow RecordBatches of a bounded number of images (TFXIO in, record batches
 out), never as per-image Python dicts, and never the whole dataset at once.
@@ -10,136 +10,62 @@ out), never as per-image Python dicts, and never the whole dataset at once.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
 
 import apache_beam as beam
 import tensorflow as tf
-import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 from tfx_bsl.public import tfxio
 
-from components import exif, manifest, rebalance, storage
+from imgclf.components import artifacts, manifest, storage
+from imgclf.components.parameters import PreprocessSettings
+from imgclf.components.transform import rebalance
+from imgclf.components.transform.features import (
+    IMAGE_BYTES_KEY,
+    LABEL_KEY,
+    LABELS_KEY,
+    MULTI_LABEL_RAW_FEATURE_SPEC,
+    RAW_FEATURE_SPEC,
+    Preprocessing,
+    make_preprocessing_fn,
+    write_counts,
+)
 
 log = logging.getLogger(__name__)
 
-IMAGE_BYTES_KEY = "image_bytes"
-LABEL_KEY = "label"
-LABELS_KEY = "labels"
-IMAGE_KEY = "image"
-# Multi-class records hold one vocabulary id per image; multi-label records a list of ids,
-# which training turns into a multi-hot vector (its length, the vocabulary size, is only
-# known after analysis, and a transform output needs a fixed shape).
-LABEL_ID_KEY = "label_id"
-LABEL_IDS_KEY = "label_ids"
-LABEL_VOCABULARY = "label"
-RAW_FEATURE_SPEC = {
-    IMAGE_BYTES_KEY: tf.io.FixedLenFeature([], tf.string),
-    LABEL_KEY: tf.io.FixedLenFeature([], tf.string),
-}
-MULTI_LABEL_RAW_FEATURE_SPEC = {
-    IMAGE_BYTES_KEY: tf.io.FixedLenFeature([], tf.string),
-    LABELS_KEY: tf.io.VarLenFeature(tf.string),
-}
-# How a non-square image becomes square: "pad" keeps all of it (black bars), "crop" keeps
-# the centre square (no bars, but the edges of wide or tall images are lost).
-RESIZE_POLICIES = ("pad", "crop", "stretch")
-TFRECORD_SUFFIX = ".tfrecord.gz"
-# Images per split and their size, beside the TFRecords, so that training can tell whether
-# the decoded data fits in memory without reading it.
-COUNTS_FILE = "counts.json"
 # Images per Arrow RecordBatch: encoded photos are large, so a batch bounds the memory a
 # worker holds, whatever the dataset's size.
 _IMAGES_PER_RECORD_BATCH = 64
-
-
-def decode_and_resize(
-    image_bytes: tf.Tensor, image_size: int, resize_policy: str = "stretch"
-) -> tf.Tensor:
-    """Encoded JPEG/PNG/GIF/BMP/WebP -> uint8 RGB ``[image_size, image_size, 3]``.
-
-    Grayscale and RGBA become RGB, an animated GIF gives its first frame, a photo is turned
-    upright by its EXIF orientation. The square is made by padding with black (``pad``: all of
-    the image, at a lower resolution), cropping to the centre square (``crop``: the edges of
-    long images are lost) or stretching (``stretch``: everything at full resolution, the
-    aspect ratio distorted, as Keras' ``Resizing`` does by default).
-    """
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    image = exif.apply_orientation(image, exif.orientation(image_bytes))
-    if resize_policy == "crop":
-        side = tf.reduce_min(tf.shape(image)[:2])
-        image = tf.image.resize_with_crop_or_pad(image, side, side)
-    if resize_policy in ("crop", "stretch"):
-        image = tf.image.resize(image, [image_size, image_size], antialias=True)
-    else:
-        image = tf.image.resize_with_pad(image, image_size, image_size, antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
-
-
-def make_preprocessing_fn(
-    image_size: int, multi_label: bool = False, resize_policy: str = "stretch"
-):
-    def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        # Images are stored as serialized uint8 tensors: already resized, read back with a
-        # memory copy instead of a second decode.
-        images = tf.map_fn(
-            lambda data: tf.io.serialize_tensor(decode_and_resize(data, image_size, resize_policy)),
-            inputs[IMAGE_BYTES_KEY],
-            fn_output_signature=tf.string,
-        )
-        label_key, label_id_key = (
-            (LABELS_KEY, LABEL_IDS_KEY) if multi_label else (LABEL_KEY, LABEL_ID_KEY)
-        )
-        label_ids = tft.compute_and_apply_vocabulary(
-            inputs[label_key], vocab_filename=LABEL_VOCABULARY
-        )
-        return {IMAGE_KEY: images, label_id_key: label_ids}
-
-    return preprocessing_fn
-
-
-def parse_images(serialized: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Batch of serialized images from the transform -> uint8 ``[batch, size, size, 3]``."""
-    images = tf.map_fn(
-        lambda data: tf.io.parse_tensor(data, tf.uint8),
-        serialized,
-        fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8),
-    )
-    return tf.ensure_shape(images, [None, image_size, image_size, 3])
 
 
 def preprocess(
     manifest_dir: str,
     examples_dir: str,
     transform_dir: str,
-    image_size: int,
-    beam_pipeline_args: list[str] | None = None,
-    resize_policy: str = "stretch",
-    rebalance_to: int = 0,
+    settings: PreprocessSettings | None = None,
 ) -> dict[str, int]:
-    """Writes gzip TFRecords to ``examples_dir/<split>/`` and the transform graph to
-    ``transform_dir``; returns the number of records per split.
+    """Writes gzip TFRecords to ``examples_dir/<split>/`` and the transform graph, with the
+    image size and resize policy it applies, to ``transform_dir``; returns the number of records
+    per split.
 
     The vocabulary and any other analysis see only the train split. With ``rebalance_to``,
     every class with fewer train images gets augmented copies up to that many.
     """
-    if resize_policy not in RESIZE_POLICIES:
-        raise ValueError(
-            f"resize_policy must be one of {', '.join(RESIZE_POLICIES)}, not {resize_policy!r}."
-        )
+    settings = settings or PreprocessSettings()
+    preprocessing = Preprocessing(settings.image_size, settings.resize_policy)
     frame = manifest.read(manifest_dir)
     counts = manifest.counts_by_split(frame)
     if counts["train"] == 0:
         raise ValueError("The manifest has no train images; nothing to preprocess.")
     multi_label = manifest.is_multi_label(frame)
-    copies = _copy_plan(frame, rebalance_to)
+    copies = _copy_plan(frame, settings.rebalance_to)
     counts["train"] += len(copies)
-    options = PipelineOptions(beam_pipeline_args or ["--runner=DirectRunner"])
+    options = PipelineOptions(settings.beam_pipeline_args)
     raw_tfxio = tfxio.TFExampleBeamRecord(
         physical_format="inmem",
         telemetry_descriptors=["imgclf", "preprocess"],
@@ -152,9 +78,9 @@ def preprocess(
         "Preprocessing %s %s images per split at %dx%d (%s)",
         counts,
         "multi-label" if multi_label else "multi-class",
-        image_size,
-        image_size,
-        resize_policy,
+        preprocessing.image_size,
+        preprocessing.image_size,
+        preprocessing.resize_policy,
     )
     with (
         tempfile.TemporaryDirectory() as temp_dir,
@@ -169,7 +95,7 @@ def preprocess(
             _train_labels(pipeline, frame, raw_tfxio),
             raw_data_config,
         ) | "AnalyzeTrainLabels" >> tft_beam.AnalyzeDataset(
-            make_preprocessing_fn(image_size, multi_label, resize_policy)
+            make_preprocessing_fn(preprocessing, multi_label)
         )
         for split in (split for split in manifest.SPLITS if counts[split]):
             transformed, _ = (
@@ -191,31 +117,15 @@ def preprocess(
                 | f"Write{split.title()}"
                 >> beam.io.WriteToTFRecord(
                     storage.join(examples_dir, split, "part"),
-                    file_name_suffix=TFRECORD_SUFFIX,
+                    file_name_suffix=artifacts.TFRECORD_SUFFIX,
                     compression_type=beam.io.filesystem.CompressionTypes.GZIP,
                 )
             )
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(transform_dir)
-    storage.write_bytes(
-        storage.join(examples_dir, COUNTS_FILE),
-        json.dumps({"images": counts, "image_size": image_size}).encode(),
-    )
+    write_counts(examples_dir, counts)
+    preprocessing.write(transform_dir)
     log.info("Wrote TFRecords to %s and the transform graph to %s", examples_dir, transform_dir)
     return counts
-
-
-def read_counts(examples_dir: str) -> dict[str, int]:
-    """Images per split that preprocess wrote to ``examples_dir``."""
-    return json.loads(storage.read_bytes(storage.join(examples_dir, COUNTS_FILE)))["images"]
-
-
-def is_multi_label(tft_output: tft.TFTransformOutput) -> bool:
-    """Whether the transform wrote multi-label records (a list of label ids per image)."""
-    return LABEL_IDS_KEY in tft_output.transformed_feature_spec()
-
-
-def split_file_pattern(examples_dir: str, split: str) -> str:
-    return storage.join(examples_dir, split, f"part-*{TFRECORD_SUFFIX}")
 
 
 def _copy_plan(frame, rebalance_to: int) -> list[tuple[str, str, int]]:

@@ -17,9 +17,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from components import storage
+from imgclf.components import artifacts, storage
 
-SAVED_MODEL_FILE = "saved_model.pb"
 _CLAIMS = ".claims"
 
 
@@ -33,7 +32,7 @@ def latest_version(serving_root: str, model_name: str) -> tuple[int, str] | None
     """The newest complete version (what TF Serving serves) and its URI, or None."""
     for version in reversed(list_versions(serving_root, model_name)):
         uri = storage.join(serving_root, model_name, str(version))
-        if storage.exists(storage.join(uri, SAVED_MODEL_FILE)):
+        if storage.exists(storage.join(uri, artifacts.SAVED_MODEL)):
             return version, uri
     return None
 
@@ -82,7 +81,7 @@ def prune(
     for version in removed:
         uri = storage.join(serving_root, model_name, str(version))
         if storage.is_gcs(uri):
-            storage.delete(storage.join(uri, SAVED_MODEL_FILE))
+            storage.delete(storage.join(uri, artifacts.SAVED_MODEL))
             for relative in storage.list_files(uri):
                 storage.delete(storage.join(uri, relative))
         else:
@@ -115,7 +114,7 @@ def _publish_to_gcs(staged: Path, serving_root: str, model_name: str) -> tuple[i
     target = storage.join(serving_root, model_name, str(version))
     files = sorted(p for p in staged.rglob("*") if p.is_file())
     # saved_model.pb last: until it lands, the version is not a loadable SavedModel.
-    files.sort(key=lambda p: p.relative_to(staged).as_posix() == SAVED_MODEL_FILE)
+    files.sort(key=lambda p: p.relative_to(staged).as_posix() == artifacts.SAVED_MODEL)
     for path in files:
         storage.upload_file(path, storage.join(target, path.relative_to(staged).as_posix()))
     discard(staged)

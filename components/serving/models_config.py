@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from components import serving_layout, storage
-
-CONFIG_FILE = "models.config"
+from imgclf.components import artifacts, storage
+from imgclf.components.serving import layout
 
 
 @dataclass
@@ -53,10 +52,8 @@ def pin(serving_root: str, model_name: str, version: int) -> ServingState:
     """Rollback (or promotion): serve exactly ``version``, labelled ``stable``."""
     complete = {
         v
-        for v in serving_layout.list_versions(serving_root, model_name)
-        if storage.exists(
-            storage.join(serving_root, model_name, str(v), serving_layout.SAVED_MODEL_FILE)
-        )
+        for v in layout.list_versions(serving_root, model_name)
+        if storage.exists(storage.join(serving_root, model_name, str(v), artifacts.SAVED_MODEL))
     }
     if version not in complete:
         raise ValueError(
@@ -73,7 +70,7 @@ def served_version(serving_root: str, model_name: str) -> tuple[int, str] | None
     state = read_state(serving_root, model_name)
     if state is not None and state.pinned:
         return state.stable, storage.join(serving_root, model_name, str(state.stable))
-    return serving_layout.latest_version(serving_root, model_name)
+    return layout.latest_version(serving_root, model_name)
 
 
 def protected_versions(serving_root: str, model_name: str) -> set[int]:
@@ -100,13 +97,14 @@ def _write_state(serving_root: str, model_name: str, state: ServingState) -> Non
     if state.canary:
         entry.version_labels["canary"] = state.canary
     storage.write_bytes(
-        storage.join(serving_root, CONFIG_FILE), text_format.MessageToString(config).encode()
+        storage.join(serving_root, artifacts.MODELS_CONFIG),
+        text_format.MessageToString(config).encode(),
     )
 
 
 def _read(serving_root: str) -> model_server_config_pb2.ModelServerConfig:
     config = model_server_config_pb2.ModelServerConfig()
-    path = storage.join(serving_root, CONFIG_FILE)
+    path = storage.join(serving_root, artifacts.MODELS_CONFIG)
     if storage.exists(path):
         text_format.Parse(storage.read_bytes(path).decode(), config)
     return config

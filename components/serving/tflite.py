@@ -18,26 +18,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from imgclf.components import artifacts
+from imgclf.components.parameters import QUANTIZATIONS, comma_separated
+
 log = logging.getLogger(__name__)
 
-QUANTIZATIONS = ("float16", "int8")
-REPORT_FILE = "tflite.json"
 # Below this share of sample images with the same top class, the export is flagged.
 MIN_TOP1_AGREEMENT = 0.9
 
 
 def parse_quantizations(spec: str) -> list[str]:
     """``"float16,int8"`` -> both; ``""`` or ``none`` -> none."""
-    names = [name.strip().lower() for name in spec.split(",") if name.strip()]
-    if names == ["none"]:
-        return []
-    unknown = sorted(set(names) - set(QUANTIZATIONS))
-    if unknown:
-        raise ValueError(
-            f"Unknown TFLite quantisation {', '.join(unknown)}; choose from "
-            f"{', '.join(QUANTIZATIONS)} (comma-separated) or 'none'."
-        )
-    return names
+    return comma_separated(spec, QUANTIZATIONS, "TFLite quantisation")
 
 
 def export(
@@ -76,7 +68,7 @@ def export(
                 quantization,
                 100 * report[quantization]["top1_agreement"],
             )
-    (output / REPORT_FILE).write_text(json.dumps(report, indent=2))
+    (output / artifacts.TFLITE_RECORD).write_text(json.dumps(report, indent=2))
     return report
 
 

@@ -36,7 +36,8 @@ def augmented_copy(image_bytes: bytes, seed: int) -> bytes:
     """The image, upright by its EXIF orientation, randomly augmented from ``seed``, as PNG."""
     import tensorflow as tf
 
-    from components import augmentation, exif
+    from imgclf.components.model import augmentation
+    from imgclf.components.transform import exif
 
     image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
     image = exif.apply_orientation(image, exif.orientation(image_bytes))

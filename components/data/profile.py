@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from components import manifest, storage
-
-PROFILE_FILE = "data_profile.json"
+from imgclf.components import artifacts, manifest, storage
 
 
 def data_profile(kept: pd.DataFrame, brightness: pd.Series) -> dict:
@@ -59,12 +57,12 @@ def drift(current: dict, baseline: dict) -> dict[str, float]:
 
 
 def write(profile: dict, folder: str | Path) -> Path:
-    path = Path(folder) / PROFILE_FILE
+    path = Path(folder) / artifacts.DATA_PROFILE
     path.write_text(json.dumps(profile, indent=2, sort_keys=True))
     return path
 
 
 def read(folder: str) -> dict | None:
     """The profile in ``folder`` (a local path or a ``gs://`` URI), or None."""
-    uri = storage.join(str(folder), PROFILE_FILE)
+    uri = storage.join(str(folder), artifacts.DATA_PROFILE)
     return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else None

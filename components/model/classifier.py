@@ -7,7 +7,7 @@ import math
 
 import keras
 
-from components.backbones import Backbone
+from imgclf.components.model.backbones import Backbone
 
 
 def classifier(

@@ -16,7 +16,7 @@ import tensorflow as tf
 def load_classifier(path: str) -> keras.Model:
     """A classifier train saved (``.keras``), in a process that has not built one: the
     modules of our own layers are imported first so that Keras knows their classes."""
-    from components import backbones, random_affine  # noqa: F401 - they register layers
+    from imgclf.components.model import backbones, random_affine  # noqa: F401 - they register layers
 
     return keras.models.load_model(path, compile=False)
 

@@ -20,14 +20,15 @@ import keras_tuner
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components import preprocess
-from components.train import TrainConfig, build_model, fit_stages, make_dataset, new_result
+from imgclf.components import artifacts
+from imgclf.components.parameters import TUNE_ALGORITHMS
+from imgclf.components.training.config import TrainConfig
+from imgclf.components.training.dataset import make_dataset, sized_for_data
+from imgclf.components.training.network import build_model
+from imgclf.components.training.stages import fit_stages, new_result
+from imgclf.components.transform import features
 
 log = logging.getLogger(__name__)
-
-ALGORITHMS = ("random", "bayesian", "hyperband")
-BEST_FILE = "best_hyperparameters.json"
-TRIALS_FILE = "trials.json"
 
 
 class TwoStageTraining(keras_tuner.HyperModel):
@@ -38,8 +39,8 @@ class TwoStageTraining(keras_tuner.HyperModel):
         self.config = config
         self.examples_dir = examples_dir
         tft_output = tft.TFTransformOutput(transform_dir)
-        self.num_classes = tft_output.vocabulary_size_by_name(preprocess.LABEL_VOCABULARY)
-        self.multi_label = preprocess.is_multi_label(tft_output)
+        self.num_classes = tft_output.vocabulary_size_by_name(features.LABEL_VOCABULARY)
+        self.multi_label = features.is_multi_label(tft_output)
         self.objective = "average_precision" if self.multi_label else "accuracy"
         self.train_data = make_dataset(examples_dir, "train", tft_output, config, training=True)
         self.validation_data = make_dataset(
@@ -55,7 +56,7 @@ class TwoStageTraining(keras_tuner.HyperModel):
             "dropout": hp.Float("dropout", 0.0, 0.5, step=0.1),
             "label_smoothing": hp.Float("label_smoothing", 0.0, 0.2, step=0.05),
         }
-        if self.config.weights.lower() != "none" and self.config.fine_tune_epochs > 0:
+        if self.config.pretrained and self.config.fine_tune_epochs > 0:
             values["unfreeze_fraction"] = hp.Float("unfreeze_fraction", 0.2, 1.0, step=0.2)
         # Trials keep no checkpoints or logs: only the final training run does.
         return replace(self.config, **values, checkpoint_dir="", tensorboard_dir="")
@@ -90,7 +91,7 @@ class TwoStageTraining(keras_tuner.HyperModel):
 def epoch_budget(config: TrainConfig, epochs: int) -> TrainConfig:
     """``config`` with ``epochs`` in all, shared between the stages as ``config`` shares its
     own (at least one for the head)."""
-    if config.weights.lower() == "none" or config.fine_tune_epochs == 0:
+    if not config.pretrained or config.fine_tune_epochs == 0:
         return replace(config, epochs=max(epochs, 1), fine_tune_epochs=0)
     total = config.epochs + config.fine_tune_epochs
     head = max(1, round(epochs * config.epochs / total))
@@ -109,16 +110,19 @@ def tune(
     configured epochs, each round continuing its best trials); writes
     ``best_hyperparameters.json`` and ``trials.json`` (every trial's values and score, best
     first) to ``output_dir`` and returns the best values."""
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, not {algorithm!r}.")
+    if algorithm not in TUNE_ALGORITHMS:
+        raise ValueError(
+            f"algorithm must be one of {', '.join(TUNE_ALGORITHMS)}, not {algorithm!r}."
+        )
     if max_trials < 1:
         raise ValueError(f"max_trials must be at least 1, not {max_trials}.")
-    if not tf.io.gfile.glob(preprocess.split_file_pattern(examples_dir, "validation")):
+    if not tf.io.gfile.glob(features.split_file_pattern(examples_dir, "validation")):
         raise ValueError(
             "Tuning scores trials on the validation split, and the data has none: add a "
             "validation split (validation_fraction > 0) or set tune_trials=0."
         )
     keras.utils.set_random_seed(config.seed)
+    config = sized_for_data(config, transform_dir)
     hypermodel = TwoStageTraining(config, examples_dir, transform_dir)
     output = Path(output_dir)
     options = {
@@ -149,8 +153,8 @@ def tune(
     ]
     best = _searched(tuner.get_best_hyperparameters(1)[0].values)
     output.mkdir(parents=True, exist_ok=True)
-    (output / BEST_FILE).write_text(json.dumps(best, indent=2))
-    (output / TRIALS_FILE).write_text(json.dumps(trials, indent=2))
+    (output / artifacts.BEST_HYPERPARAMETERS).write_text(json.dumps(best, indent=2))
+    (output / artifacts.TRIALS).write_text(json.dumps(trials, indent=2))
     log.info("Best of %d trials: %s", len(trials), best)
     return best
 

@@ -1,9 +1,9 @@
 """Infra validation: would TF Serving load this model and answer?
 
-Run in a fresh process (``python -m components.infra_validation MODEL_DIR``) before a push, as
-TF Serving would meet the model: load the SavedModel alone, replay its warmup requests, check
-the outputs of the serving contract, and check that bytes that are not an image are refused
-with an error rather than crashing the server.
+Run in a fresh process (``python -m imgclf.components.serving.infra_validation MODEL_DIR``)
+before a push, as TF Serving would meet the model: load the SavedModel alone, replay its warmup
+requests, check the outputs of the serving contract, and check that bytes that are not an image
+are refused with an error rather than crashing the server.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from pathlib import Path
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from components import serving
+from imgclf.components import artifacts
+from imgclf.components.serving import signature
 
 _EXPECTED_OUTPUTS = {
-    serving.SCORES_KEY: (tf.float32, 2),
-    serving.CLASSES_KEY: (tf.string, 2),
-    serving.LABEL_KEY: (tf.string, 1),
+    signature.SCORES_KEY: (tf.float32, 2),
+    signature.CLASSES_KEY: (tf.string, 2),
+    signature.LABEL_KEY: (tf.string, 1),
 }
 
 
@@ -30,20 +31,20 @@ class InfraValidationError(RuntimeError):
 
 def check_servable(model_dir: str) -> int:
     """Runs the checks in this process; returns how many warmup requests were replayed."""
-    signature = tf.saved_model.load(model_dir).signatures[serving.SIGNATURE_NAME]
+    serve = tf.saved_model.load(model_dir).signatures[signature.SIGNATURE_NAME]
     replayed = 0
     for record in tf.data.TFRecordDataset(
-        str(Path(model_dir) / "assets.extra" / serving.WARMUP_FILE)
+        str(Path(model_dir) / artifacts.ASSETS_EXTRA / artifacts.WARMUP_REQUESTS)
     ):
         request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
-        images = tf.make_ndarray(request.inputs[serving.INPUT_KEY])
-        outputs = signature(**{serving.INPUT_KEY: tf.constant(images)})
+        images = tf.make_ndarray(request.inputs[signature.INPUT_KEY])
+        outputs = serve(**{signature.INPUT_KEY: tf.constant(images)})
         _check_outputs(outputs, batch=len(images))
         replayed += 1
     if replayed == 0:
         raise InfraValidationError("No warmup requests to replay.")
     try:
-        signature(**{serving.INPUT_KEY: tf.constant([b"these bytes are not an image"])})
+        serve(**{signature.INPUT_KEY: tf.constant([b"these bytes are not an image"])})
     except tf.errors.InvalidArgumentError:
         pass  # TF Serving answers INVALID_ARGUMENT to the client and keeps serving
     else:
@@ -54,7 +55,7 @@ def check_servable(model_dir: str) -> int:
 def check_in_fresh_process(model_dir: str, timeout_s: int = 300) -> None:
     """:func:`check_servable` in a new Python process, the way a server meets the model."""
     completed = subprocess.run(
-        [sys.executable, "-m", "components.infra_validation", model_dir],
+        [sys.executable, "-m", "imgclf.components.serving.infra_validation", model_dir],
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -66,8 +67,8 @@ def check_in_fresh_process(model_dir: str, timeout_s: int = 300) -> None:
 
 def _check_outputs(outputs: dict, batch: int) -> None:
     expected = dict(_EXPECTED_OUTPUTS)
-    if serving.POSITIVES_KEY in outputs:
-        expected[serving.POSITIVES_KEY] = (tf.bool, 2)
+    if signature.POSITIVES_KEY in outputs:
+        expected[signature.POSITIVES_KEY] = (tf.bool, 2)
     for key, (dtype, rank) in expected.items():
         if key not in outputs:
             raise InfraValidationError(f"The signature has no {key!r} output.")

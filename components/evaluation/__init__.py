@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the blessing and the report, candidate against the served model."""

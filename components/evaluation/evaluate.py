@@ -1,0 +1,137 @@
+"""Evaluate: score the candidate and the served baseline on the test split, and bless or not.
+
+Both models are scored the way TF Serving runs them, through their ``serving_default``
+signature on the raw image bytes, so the numbers include any skew a client would meet
+(``metrics``). The rules (``blessing``) decide; ``report`` writes what people and machines read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from imgclf.components import manifest, storage
+from imgclf.components.evaluation.blessing import blessing_checks
+from imgclf.components.evaluation.gallery import gradcam_grid, misclassified_grid
+from imgclf.components.evaluation.metrics import (
+    ModelMetrics,
+    classification_metrics,
+    label_text,
+    multi_label_metrics,
+    predict,
+    predicted_labels,
+)
+from imgclf.components.evaluation.report import write_outputs
+from imgclf.components.parameters import BlessingRules, ServingTarget
+from imgclf.components.serving import layout, models_config, signature
+from imgclf.components.training import record
+
+log = logging.getLogger(__name__)
+
+_READERS = 16
+
+
+@dataclass
+class Evaluation:
+    candidate: ModelMetrics
+    baseline: ModelMetrics | None
+    baseline_version: int | None
+    blessed: bool
+    checks: list[dict] = field(default_factory=list)
+    baseline_error: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def evaluate(
+    candidate_dir: str,
+    manifest_dir: str,
+    serving: ServingTarget,
+    rules: BlessingRules | None = None,
+    output_dir: str | None = None,
+    batch_size: int = 32,
+    keras_model_path: str | None = None,
+) -> Evaluation:
+    """Scores both models and applies ``rules``; with ``output_dir``, writes
+    ``evaluation.json``, ``report.html`` and ``summary.md`` there, and with the candidate's
+    ``keras_model_path`` Grad-CAM heatmaps of a few test images in the report (the images
+    resized as the candidate's training record says preprocess resized them)."""
+    rules = rules or BlessingRules()
+    test = manifest.split_rows(manifest.read(manifest_dir), "test")
+    if test.empty:
+        raise ValueError("The validated manifest has no test images to evaluate on.")
+    images = _read_all(test["uri"].tolist())
+    multi_label = manifest.is_multi_label(test)
+    truth = manifest.label_sets(test) if multi_label else test["label"].tolist()
+    score = multi_label_metrics if multi_label else classification_metrics
+    log.info("Scoring the candidate on %d test images", len(images))
+    candidate_predictions = predict(signature.ServedModel(candidate_dir), images, batch_size)
+    candidate = score(truth, candidate_predictions)
+    baseline_version, baseline, baseline_error = _score_baseline(
+        serving, lambda model: score(truth, predict(model, images, batch_size))
+    )
+    checks = blessing_checks(candidate, baseline, rules)
+    evaluation = Evaluation(
+        candidate=candidate,
+        baseline=baseline,
+        baseline_version=baseline_version,
+        blessed=all(check["passed"] for check in checks),
+        checks=checks,
+        baseline_error=baseline_error,
+    )
+    if output_dir:
+        true_texts = [label_text(labels) for labels in truth]
+        predicted_texts = [label_text(labels) for labels in predicted_labels(candidate_predictions)]
+        training = record.read(candidate_dir)
+        explained = None
+        if keras_model_path:
+            # Grad-CAM looks at the pixels the model saw: resized as preprocess resized them.
+            resize_policy = training["preprocessing"]["resize_policy"]
+            explained = gradcam_grid(
+                keras_model_path, images, true_texts, predicted_texts, resize_policy
+            )
+        write_outputs(
+            evaluation,
+            output_dir,
+            misclassified_grid(images, true_texts, predicted_texts),
+            training,
+            explained,
+        )
+    return evaluation
+
+
+def _score_baseline(
+    serving: ServingTarget, score
+) -> tuple[int | None, ModelMetrics | None, str | None]:
+    """``(version, metrics, error)`` of the version TF Serving serves now: all None when there
+    is none; metrics None and the error when it cannot be scored."""
+    served = models_config.served_version(serving.serving_root, serving.model_name)
+    if served is None:
+        log.info(
+            "No model under %s/%s yet: judging on the floors alone",
+            serving.serving_root,
+            serving.model_name,
+        )
+        return None, None, None
+    version, baseline_dir = served
+    log.info("Scoring the baseline, version %d at %s", version, baseline_dir)
+    try:
+        with layout.local_copy(baseline_dir) as local_dir:
+            return version, score(signature.ServedModel(local_dir)), None
+    except Exception as error:  # noqa: BLE001 - a broken baseline must not block a fix
+        error_text = f"{type(error).__name__}: {error}"
+        log.warning(
+            "Baseline version %d could not be scored (%s); judging the candidate on the floors "
+            "alone",
+            version,
+            error_text,
+        )
+        return version, None, error_text
+
+
+def _read_all(uris: list[str]) -> list[bytes]:
+    with ThreadPoolExecutor(max_workers=_READERS) as pool:
+        return list(pool.map(storage.read_bytes, uris))

@@ -1,0 +1,1 @@
+"""Model: backbones, the classifier head and the augmentation layers, in Keras alone."""

@@ -1,0 +1,198 @@
+"""The two-stage fit and what it records: with pretrained weights, the head on a frozen backbone,
+then the top of the backbone unfrozen at a tenth of the learning rate; from scratch, everything
+at once. Each epoch is backed up and each finished stage saved, so a killed and restarted step
+resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import keras
+import tensorflow as tf
+
+from imgclf.components import artifacts, storage
+from imgclf.components.model.classifier import unfreeze_top
+from imgclf.components.training.config import TrainConfig
+from imgclf.components.training.dataset import train_label_counts
+from imgclf.components.training.hardware import precision_policy
+from imgclf.components.training.objectives import (
+    balanced_class_weights,
+    make_loss,
+    make_optimizer,
+)
+from imgclf.components.transform import features
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    class_names: list[str]
+    multi_label: bool = False
+    # Multi-label only: per class, the score from which the class is predicted present.
+    thresholds: list[float] | None = None
+    history: dict[str, list[float]] = field(default_factory=dict)
+    stages: list[str] = field(default_factory=list)
+    train_images: int = 0
+    class_weights: dict[int, float] | None = None
+    replicas: int = 1
+    precision_policy: str = "float32"
+    # Per TFLite quantisation: its file, size and agreement with the model.
+    tflite: dict[str, dict] | None = None
+
+    @property
+    def final_metrics(self) -> dict[str, float]:
+        return {name: values[-1] for name, values in self.history.items() if values}
+
+
+def new_result(
+    examples_dir: str,
+    class_names: list[str],
+    multi_label: bool,
+    config: TrainConfig,
+    strategy: tf.distribute.Strategy | None = None,
+) -> TrainResult:
+    """What a training run starts from: the data's counts, the hardware's replicas and
+    precision, and the class weights ``config`` asks for."""
+    result = TrainResult(
+        class_names=class_names,
+        multi_label=multi_label,
+        train_images=features.read_counts(examples_dir)["train"],
+        replicas=(strategy or tf.distribute.get_strategy()).num_replicas_in_sync,
+        precision_policy=precision_policy(config.mixed_precision),
+    )
+    if config.class_weight == "balanced":
+        counts = train_label_counts(examples_dir, len(class_names))
+        result.class_weights = balanced_class_weights(counts)
+    return result
+
+
+def fit_stages(
+    model: keras.Model,
+    backbone: keras.Model,
+    train_data: tf.data.Dataset,
+    validation_data: tf.data.Dataset | None,
+    config: TrainConfig,
+    result: TrainResult,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> None:
+    """With pretrained weights: the head on a frozen backbone, then the top of the backbone
+    at a tenth of the learning rate. From scratch: everything at once. ``callbacks`` join
+    every stage's."""
+    data = (train_data, validation_data)
+    if not config.pretrained:
+        epochs = config.epochs + config.fine_tune_epochs
+        _fit(model, "full", *data, config.learning_rate, epochs, config, result, callbacks)
+        return
+    backbone.trainable = False
+    _fit(model, "head", *data, config.learning_rate, config.epochs, config, result, callbacks)
+    if config.fine_tune_epochs > 0:
+        unfrozen = unfreeze_top(backbone, config.unfreeze_fraction)
+        log.info(
+            "Stage 2: fine-tuning the top %d of %d backbone layers", unfrozen, len(backbone.layers)
+        )
+        rate, epochs = config.learning_rate / 10, config.fine_tune_epochs
+        _fit(model, "fine_tune", *data, rate, epochs, config, result, callbacks)
+
+
+def _fit(
+    model, stage, train_data, validation_data, learning_rate, epochs, config, result, extra=()
+):
+    if epochs <= 0:
+        return
+    if _restore_finished_stage(model, stage, config, result):
+        return
+    log.info(
+        "Stage %s: %d epochs, %s at learning rate %g (%s)",
+        stage,
+        epochs,
+        config.optimizer,
+        learning_rate,
+        config.learning_rate_schedule,
+    )
+    if result.multi_label:
+        metrics = [
+            keras.metrics.BinaryAccuracy(name="binary_accuracy"),
+            keras.metrics.AUC(curve="PR", multi_label=True, name="average_precision"),
+        ]
+    else:
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    steps_per_epoch = math.ceil(result.train_images / (config.batch_size * result.replicas))
+    model.compile(
+        optimizer=make_optimizer(config, learning_rate, steps_per_epoch * epochs, steps_per_epoch),
+        loss=make_loss(config, result.multi_label),
+        metrics=metrics,
+        jit_compile=config.xla,
+    )
+    monitor = "val_loss" if validation_data is not None else "loss"
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor=monitor,
+            patience=config.early_stopping_patience,
+            restore_best_weights=True,
+        )
+    ]
+    if config.checkpoint_dir:
+        callbacks.append(
+            # double_checkpoint: a kill while the backup is written leaves the previous one,
+            # which Keras restores instead of failing on the half-written file.
+            keras.callbacks.BackupAndRestore(
+                storage.join(config.checkpoint_dir, stage), double_checkpoint=True
+            )
+        )
+    if config.tensorboard_dir:
+        callbacks.append(keras.callbacks.TensorBoard(storage.join(config.tensorboard_dir, stage)))
+    with warnings.catch_warnings():
+        # The splits' length is unknown until read (interleaved files), so Keras learns it by
+        # running out of data in the first epoch and warns each stage that the input "ran out";
+        # nothing is lost (keras-team/keras#23360 stops the warning, after Keras 3.15).
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        history = model.fit(
+            train_data,
+            validation_data=validation_data,
+            epochs=epochs,
+            verbose=2,
+            callbacks=[*callbacks, *extra],
+            class_weight=result.class_weights,
+            shuffle=False,  # make_dataset shuffles; Keras cannot shuffle a tf.data input
+        )
+    stage_history = {name: [float(v) for v in values] for name, values in history.history.items()}
+    _record_stage(result, stage, stage_history)
+    if config.checkpoint_dir:
+        # BackupAndRestore deletes its backup when the stage ends; this keeps the outcome, so a
+        # restart after this point skips the stage instead of training it again.
+        model.save_weights(_finished_stage_file(config, stage, artifacts.FINISHED_STAGE_WEIGHTS))
+        storage.write_bytes(
+            _finished_stage_file(config, stage, artifacts.FINISHED_STAGE_HISTORY),
+            json.dumps(stage_history).encode(),
+        )
+
+
+def _record_stage(result: TrainResult, stage: str, history: dict[str, list[float]]) -> None:
+    for name, values in history.items():
+        result.history.setdefault(name, []).extend(values)
+    result.stages.extend([stage] * len(next(iter(history.values()), [])))
+
+
+def _finished_stage_file(config: TrainConfig, stage: str, name: str) -> str:
+    return storage.join(config.checkpoint_dir, name.format(stage=stage))
+
+
+def _restore_finished_stage(model, stage: str, config: TrainConfig, result: TrainResult) -> bool:
+    """After a restart: loads a stage that had finished, and says so."""
+    if not config.checkpoint_dir:
+        return False
+    weights = _finished_stage_file(config, stage, artifacts.FINISHED_STAGE_WEIGHTS)
+    if not storage.exists(weights):
+        return False
+    model.load_weights(weights)
+    history_file = _finished_stage_file(config, stage, artifacts.FINISHED_STAGE_HISTORY)
+    history = json.loads(storage.read_bytes(history_file))
+    _record_stage(result, stage, history)
+    log.info("Stage %s had finished before a restart: its weights are restored", stage)
+    return True

@@ -1,0 +1,2 @@
+"""Transform: preprocess on Apache Beam, and the tensorflow-transform graph that training and
+serving share."""
