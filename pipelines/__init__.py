@@ -1,0 +1,1 @@
+"""The KFP pipeline: the DAG, its interface, cluster settings, the local runner, the CLI."""
