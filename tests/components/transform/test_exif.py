@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
-from components import exif
-from components.preprocess import decode_and_resize
+from imgclf.components.transform import exif
+from imgclf.components.transform.features import decode_and_resize
 
 
 def _photo(width=50, height=30) -> Image.Image:

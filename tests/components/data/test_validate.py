@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from conftest import (
     CLASS_COLOURS,
     colour_image,
@@ -9,30 +10,30 @@ from conftest import (
     write_multi_label_set,
 )
 from hostile import ACCEPTED, QUARANTINED, SKIPPED, add_corpus
+from imgclf.components import artifacts, manifest
+from imgclf.components.data.ingest import ingest
+from imgclf.components.data.quarantine import inspect_image
+from imgclf.components.data.validate import DataValidationError, validate
+from imgclf.components.parameters import IngestSettings, ServingTarget, ValidationRules
+from imgclf.components.serving.push import push
 
-from components import manifest
-from components.ingest import ingest
-from components.push import push
-from components.validate import DataValidationError, inspect_image, validate
 
-
-def _ingested(tmp_path, tree):
-    ingest(str(tree), str(tmp_path / "manifest"), train_fraction=0.6, validation_fraction=0.2)
+def _ingested(tmp_path, tree, train_fraction=0.6, validation_fraction=0.2):
+    asked = IngestSettings(
+        str(tree), train_fraction=train_fraction, validation_fraction=validation_fraction
+    )
+    ingest(asked, str(tmp_path / "manifest"))
     return str(tmp_path / "manifest")
 
 
-def _validate(tmp_path, manifest_dir, **rules):
+def _validate(tmp_path, manifest_dir, serving_root=None, model_name=None, **rules):
+    serving = ServingTarget(serving_root, model_name) if serving_root else None
     return validate(
         manifest_dir,
         str(tmp_path / "validated"),
         str(tmp_path / "report.html"),
-        **{
-            "min_side": 16,
-            "min_images_per_class": 3,
-            "train_fraction": 0.6,
-            "validation_fraction": 0.2,
-            **rules,
-        },
+        ValidationRules(**{"min_side": 16, "min_images_per_class": 3, **rules}),
+        serving,
     )
 
 
@@ -46,7 +47,7 @@ def test_broken_files_are_quarantined_with_a_reason(tmp_path):
 
     result = _validate(tmp_path, _ingested(tmp_path, tree), max_invalid_fraction=0.1)
 
-    quarantined = manifest.read(tmp_path / "validated", manifest.QUARANTINE_FILE)
+    quarantined = manifest.read(tmp_path / "validated", artifacts.QUARANTINE)
     reasons = dict(
         zip(quarantined["uri"].str.split("/").str[-1], quarantined["reason"], strict=True)
     )
@@ -110,7 +111,7 @@ def test_a_file_in_two_splits_is_dropped_from_the_later_split(tmp_path):
     assert result.images == {"train": 12, "validation": 0, "test": 12}
     kept = manifest.read(tmp_path / "validated")
     assert not kept["uri"].str.endswith("leaked.png").any()
-    dropped = manifest.read(tmp_path / "validated", manifest.QUARANTINE_FILE).iloc[0]
+    dropped = manifest.read(tmp_path / "validated", artifacts.QUARANTINE).iloc[0]
     assert dropped["uri"].endswith("test/red/leaked.png")
     assert dropped["reason"].startswith(f"identical to {original} in train: dropped from test")
     leakage = next(r for r in result.rules if "two splits" in r.rule)
@@ -147,7 +148,7 @@ def test_multi_label_data_is_counted_per_label(tmp_path):
     assert result.quarantined == 1
     kept = manifest.read(tmp_path / "validated")
     assert manifest.is_multi_label(kept) and len(kept) == 42
-    quarantine = manifest.read(tmp_path / "validated", manifest.QUARANTINE_FILE)
+    quarantine = manifest.read(tmp_path / "validated", artifacts.QUARANTINE)
     assert quarantine["labels"].tolist() == ["blue|red"]
     short = next(r for r in result.rules if "min_images_per_class" in r.rule)
     train_images = (kept["split"] == "train").sum()
@@ -184,7 +185,7 @@ def test_a_corpus_of_real_world_junk_is_sorted_out(tmp_path):
 
     result = _validate(tmp_path, _ingested(tmp_path, tree), max_invalid_fraction=0.2)
 
-    quarantined = manifest.read(tmp_path / "validated", manifest.QUARANTINE_FILE)
+    quarantined = manifest.read(tmp_path / "validated", artifacts.QUARANTINE)
     reasons = dict(
         zip(quarantined["uri"].str.split("/").str[-1], quarantined["reason"], strict=True)
     )
@@ -213,7 +214,11 @@ def test_drift_from_the_served_models_data(tmp_path, trained_model):
     served = tmp_path / "first"
     served.mkdir()
     _validate(served, _ingested(served, _tree_with_mix(served / "data", (12, 12, 12))))
-    push(trained_model, str(tmp_path / "serving"), "colours", str(served / "validated"))
+    push(
+        trained_model,
+        ServingTarget(str(tmp_path / "serving"), "colours"),
+        str(served / "validated"),
+    )
     limits = {"serving_root": str(tmp_path / "serving"), "model_name": "colours"}
 
     same = tmp_path / "same"
@@ -238,12 +243,12 @@ def test_drift_from_the_served_models_data(tmp_path, trained_model):
 def test_split_shares_far_from_the_fractions_are_a_warning(tmp_path):
     tree = write_colour_tree(tmp_path / "data", per_class=10, splits=("train", "test"))
     result = _validate(
-        tmp_path, _ingested(tmp_path, tree), train_fraction=0.5, validation_fraction=0.0
+        tmp_path, _ingested(tmp_path, tree, train_fraction=0.5, validation_fraction=0.0)
     )
     shares = next(r for r in result.rules if r.rule.startswith("split shares"))
     assert shares.passed and shares.observed == "train 0.50, validation 0.00, test 0.50"
     result = _validate(
-        tmp_path, _ingested(tmp_path, tree), train_fraction=0.8, validation_fraction=0.1
+        tmp_path, _ingested(tmp_path, tree, train_fraction=0.8, validation_fraction=0.1)
     )
     shares = next(r for r in result.rules if r.rule.startswith("split shares"))
     assert not shares.passed and shares.severity == "warning"
@@ -253,7 +258,9 @@ def test_drift_reads_the_profile_of_a_model_served_from_a_bucket(
     tmp_path, trained_model, gcs_bucket
 ):
     _validate(tmp_path, _ingested(tmp_path, _tree_with_mix(tmp_path / "data", (8, 8, 8))))
-    push(trained_model, "gs://photos/serving", "colours", str(tmp_path / "validated"))
+    push(
+        trained_model, ServingTarget("gs://photos/serving", "colours"), str(tmp_path / "validated")
+    )
     result = _validate(
         tmp_path,
         str(tmp_path / "manifest"),

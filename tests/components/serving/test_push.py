@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
-from conftest import CLASS_COLOURS, REPO, colour_image
 from tensorflow_serving.apis import prediction_log_pb2
 
-from components import manifest, serving, serving_config, serving_layout
-from components.infra_validation import InfraValidationError, check_servable
-from components.push import MODEL_CARD_FILE, push
+from conftest import CLASS_COLOURS, REPO, colour_image
+from imgclf.components import artifacts, manifest
+from imgclf.components.parameters import ServingTarget
+from imgclf.components.serving import layout, models_config, signature
+from imgclf.components.serving.infra_validation import InfraValidationError, check_servable
+from imgclf.components.serving.push import push
 
 
 def manifest_counts(manifest_dir):
@@ -26,29 +28,31 @@ def _visible_entries(serving_root, model_name):
 
 def test_pushes_get_growing_versions_with_warmup_requests(trained_model, prepared, tmp_path):
     root = str(tmp_path / "serving")
-    first = push(trained_model, root, "colours", prepared["validated"])
-    second = push(trained_model, root, "colours", prepared["validated"])
+    first = push(trained_model, ServingTarget(root, "colours"), prepared["validated"])
+    second = push(trained_model, ServingTarget(root, "colours"), prepared["validated"])
 
     assert (first.version, second.version) == (1, 2)
     assert second.path == str(Path(root) / "colours" / "2")
     assert _visible_entries(root, "colours") == ["1", "2"]  # no staging left behind
-    assert serving.is_saved_model(second.path)
+    assert signature.is_saved_model(second.path)
     assert (Path(second.path) / "assets.extra" / "data_profile.json").is_file()
-    assert serving_layout.latest_version(root, "colours") == (2, second.path)
-    assert serving_config.read_state(root, "colours").stable == 2  # models.config follows
+    assert layout.latest_version(root, "colours") == (2, second.path)
+    assert models_config.read_state(root, "colours").stable == 2  # models.config follows
 
 
 def test_warmup_requests_replay_through_the_pushed_signature(trained_model, prepared, tmp_path):
-    pushed = push(trained_model, str(tmp_path / "serving"), "colours", prepared["validated"])
-    warmup = Path(pushed.path) / "assets.extra" / serving.WARMUP_FILE
-    model = serving.ServedModel(pushed.path)
+    pushed = push(
+        trained_model, ServingTarget(str(tmp_path / "serving"), "colours"), prepared["validated"]
+    )
+    warmup = Path(pushed.path) / "assets.extra" / artifacts.WARMUP_REQUESTS
+    model = signature.ServedModel(pushed.path)
     replayed = 0
     for record in tf.data.TFRecordDataset(str(warmup)):
         log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
         request = log.predict_log.request
         assert request.model_spec.name == "colours"
-        assert request.model_spec.signature_name == serving.SIGNATURE_NAME
-        images = tf.make_ndarray(request.inputs[serving.INPUT_KEY]).tolist()
+        assert request.model_spec.signature_name == signature.SIGNATURE_NAME
+        images = tf.make_ndarray(request.inputs[signature.INPUT_KEY]).tolist()
         outputs = model.predict(images)
         assert outputs["scores"].shape == (len(images), 3)
         replayed += 1
@@ -62,7 +66,7 @@ def _publish_at_once(staged: list[Path], root: str) -> list[tuple[int, str]]:
 
     def publish(folder):
         barrier.wait()
-        results.append(serving_layout.publish(str(folder), root, "m"))
+        results.append(layout.publish(str(folder), root, "m"))
 
     threads = [threading.Thread(target=publish, args=(f,)) for f in staged]
     for thread in threads:
@@ -76,7 +80,7 @@ def test_concurrent_publishes_get_distinct_versions(tmp_path):
     root = str(tmp_path / "serving")
     staged = []
     for i in range(6):
-        folder = serving_layout.staging_dir(root, "m")
+        folder = layout.staging_dir(root, "m")
         (folder / "saved_model.pb").write_text(str(i))
         staged.append(folder)
     results = _publish_at_once(staged, root)
@@ -88,10 +92,10 @@ def test_concurrent_publishes_get_distinct_versions(tmp_path):
 def test_a_failed_push_leaves_no_version(trained_model, tmp_path):
     root = tmp_path / "serving"
     with pytest.raises(FileNotFoundError):
-        push(trained_model, str(root), "colours", str(tmp_path / "no-manifest-here"))
+        push(trained_model, ServingTarget(str(root), "colours"), str(tmp_path / "no-manifest-here"))
     assert _visible_entries(root, "colours") == []
     with pytest.raises(FileNotFoundError, match="not a SavedModel"):
-        push(str(tmp_path), str(root), "colours", str(tmp_path))
+        push(str(tmp_path), ServingTarget(str(root), "colours"), str(tmp_path))
 
 
 def test_versions_ignore_what_tf_serving_ignores(tmp_path):
@@ -100,16 +104,16 @@ def test_versions_ignore_what_tf_serving_ignores(tmp_path):
         (model_root / name).mkdir(parents=True)
     for complete in ("1", "2", "10"):
         (model_root / complete / "saved_model.pb").write_bytes(b"pb")
-    assert serving_layout.list_versions(str(tmp_path), "m") == [1, 2, 10, 11]
+    assert layout.list_versions(str(tmp_path), "m") == [1, 2, 10, 11]
     # 11 has no saved_model.pb: not a model TF Serving could load, so not the baseline.
-    assert serving_layout.latest_version(str(tmp_path), "m") == (10, str(model_root / "10"))
-    assert serving_layout.latest_version(str(tmp_path), "absent") is None
+    assert layout.latest_version(str(tmp_path), "m") == (10, str(model_root / "10"))
+    assert layout.latest_version(str(tmp_path), "absent") is None
 
 
 def test_pushes_to_a_bucket(trained_model, prepared, gcs_bucket):
     root = "gs://photos/serving"
-    first = push(trained_model, root, "colours", prepared["validated"])
-    second = push(trained_model, root, "colours", prepared["validated"])
+    first = push(trained_model, ServingTarget(root, "colours"), prepared["validated"])
+    second = push(trained_model, ServingTarget(root, "colours"), prepared["validated"])
     assert (first.version, second.version) == (1, 2)
     assert second.path == "gs://photos/serving/colours/2"
     names = {b.name for b in gcs_bucket.client.list_blobs("photos", prefix="serving/colours/2/")}
@@ -118,19 +122,19 @@ def test_pushes_to_a_bucket(trained_model, prepared, gcs_bucket):
         "serving/colours/2/assets.extra/tf_serving_warmup_requests",
         "serving/colours/2/assets.extra/data_profile.json",
     } <= names
-    assert serving_layout.latest_version(root, "colours") == (2, second.path)
-    with serving_layout.local_copy(second.path) as local:
+    assert layout.latest_version(root, "colours") == (2, second.path)
+    with layout.local_copy(second.path) as local:
         image = colour_image(CLASS_COLOURS["red"], seed=5)
-        assert serving.ServedModel(local).predict([image])["scores"].shape == (1, 3)
+        assert signature.ServedModel(local).predict([image])["scores"].shape == (1, 3)
 
 
 def test_a_half_uploaded_version_is_skipped_and_not_reused(trained_model, prepared, gcs_bucket):
     root = "gs://photos/serving"
-    push(trained_model, root, "colours", prepared["validated"])
+    push(trained_model, ServingTarget(root, "colours"), prepared["validated"])
     # A push killed before saved_model.pb, which goes last, was uploaded:
     gcs_bucket.blob("serving/colours/2/variables/variables.index").upload_from_string(b"x")
-    assert serving_layout.latest_version(root, "colours")[0] == 1
-    assert push(trained_model, root, "colours", prepared["validated"]).version == 3
+    assert layout.latest_version(root, "colours")[0] == 1
+    assert push(trained_model, ServingTarget(root, "colours"), prepared["validated"]).version == 3
 
 
 def test_the_model_card_tells_the_story(trained_model, prepared, tmp_path):
@@ -149,12 +153,11 @@ def test_the_model_card_tells_the_story(trained_model, prepared, tmp_path):
     )
     pushed = push(
         trained_model,
-        str(tmp_path / "serving"),
-        "colours",
+        ServingTarget(str(tmp_path / "serving"), "colours"),
         prepared["validated"],
         str(evaluation_dir),
     )
-    card = json.loads((Path(pushed.path) / "assets.extra" / MODEL_CARD_FILE).read_text())
+    card = json.loads((Path(pushed.path) / "assets.extra" / artifacts.MODEL_CARD).read_text())
     assert card["model_name"] == "colours"
     assert card["data"]["images"] == manifest_counts(prepared["validated"])
     assert card["training"]["config"]["backbone"] == "mobilenet"
@@ -169,38 +172,40 @@ def test_a_model_that_would_not_serve_is_not_pushed(prepared, tmp_path):
     (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
     root = tmp_path / "serving"
     with pytest.raises(InfraValidationError, match="failed infra validation"):
-        push(str(broken), str(root), "colours", prepared["validated"])
+        push(str(broken), ServingTarget(str(root), "colours"), prepared["validated"])
     assert _visible_entries(root, "colours") == []
 
 
 def test_infra_validation_replays_warmup_and_refuses_junk(trained_model, prepared, tmp_path):
-    pushed = push(trained_model, str(tmp_path / "serving"), "colours", prepared["validated"])
+    pushed = push(
+        trained_model, ServingTarget(str(tmp_path / "serving"), "colours"), prepared["validated"]
+    )
     assert check_servable(pushed.path) == 2
 
 
 def _publish_fake_versions(root, count):
     for i in range(count):
-        staged = serving_layout.staging_dir(root, "m")
+        staged = layout.staging_dir(root, "m")
         (staged / "saved_model.pb").write_text(str(i))
         (staged / "variables").mkdir()
         (staged / "variables" / "variables.index").write_text(str(i))
-        serving_layout.publish(str(staged), root, "m")
+        layout.publish(str(staged), root, "m")
 
 
 def test_retention_keeps_the_newest_versions(tmp_path):
     root = str(tmp_path / "serving")
     _publish_fake_versions(root, 5)
-    assert serving_layout.prune(root, "m", keep=0) == []
-    assert serving_layout.prune(root, "m", keep=2) == [1, 2, 3]
+    assert layout.prune(root, "m", keep=0) == []
+    assert layout.prune(root, "m", keep=2) == [1, 2, 3]
     assert _visible_entries(root, "m") == ["4", "5"]
 
 
 def test_retention_on_a_bucket(gcs_bucket):
     root = "gs://photos/serving"
     _publish_fake_versions(root, 3)
-    assert serving_layout.prune(root, "m", keep=1) == [1, 2]
-    assert serving_layout.list_versions(root, "m") == [3]
-    assert serving_layout.latest_version(root, "m")[0] == 3
+    assert layout.prune(root, "m", keep=1) == [1, 2]
+    assert layout.list_versions(root, "m") == [3]
+    assert layout.latest_version(root, "m")[0] == 3
 
 
 def _push_in_a_process(trained_model, root, validated, upload_delay=0.0):
@@ -208,14 +213,15 @@ def _push_in_a_process(trained_model, root, validated, upload_delay=0.0):
     after each GCS upload give a test time to kill it between two files."""
     code = (
         "import time\n"
-        "from components import storage\n"
-        "from components.push import push\n"
+        "from imgclf.components import storage\n"
+        "from imgclf.components.parameters import ServingTarget\n"
+        "from imgclf.components.serving.push import push\n"
         "upload = storage.upload_file\n"
         "def slow_upload(*args):\n"
         "    upload(*args)\n"
         f"    time.sleep({upload_delay})\n"
         "storage.upload_file = slow_upload\n"
-        f"push({trained_model!r}, {root!r}, 'colours', {validated!r})\n"
+        f"push({trained_model!r}, ServingTarget({root!r}, 'colours'), {validated!r})\n"
     )
     return subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
 
@@ -234,9 +240,11 @@ def test_a_push_killed_midway_leaves_no_version(trained_model, prepared, tmp_pat
     _kill_when(process, lambda: any(root.glob("colours/.staging-*/saved_model.pb")))
 
     assert list(root.glob("colours/.staging-*")), "the kill came before the model was staged"
-    assert serving_layout.list_versions(str(root), "colours") == []
+    assert layout.list_versions(str(root), "colours") == []
     assert all(name.startswith(".") for name in _visible_entries(root, "colours"))
-    assert push(trained_model, str(root), "colours", prepared["validated"]).version == 1
+    assert (
+        push(trained_model, ServingTarget(str(root), "colours"), prepared["validated"]).version == 1
+    )
 
 
 def test_a_push_to_a_bucket_killed_midway_leaves_no_loadable_version(
@@ -252,10 +260,10 @@ def test_a_push_to_a_bucket_killed_midway_leaves_no_loadable_version(
     names = {b.name for b in gcs_bucket.client.list_blobs("photos", prefix="serving/colours/1/")}
     assert names, "the kill came before the upload started"
     assert "serving/colours/1/saved_model.pb" not in names  # TF Serving cannot load it
-    assert serving_layout.latest_version(root, "colours") is None
-    pushed = push(trained_model, root, "colours", prepared["validated"])
+    assert layout.latest_version(root, "colours") is None
+    pushed = push(trained_model, ServingTarget(root, "colours"), prepared["validated"])
     assert pushed.version == 2
-    assert serving_layout.latest_version(root, "colours") == (2, pushed.path)
+    assert layout.latest_version(root, "colours") == (2, pushed.path)
 
 
 def test_concurrent_publishes_to_a_bucket_get_distinct_versions(gcs_bucket, tmp_path):

@@ -2,20 +2,20 @@ import json
 
 import numpy as np
 import pytest
-from conftest import IMAGE_SIZE, _train_small_model, keras_model_of
 
-from components import manifest
-from components.evaluate import (
-    BlessingRules,
+from conftest import IMAGE_SIZE, _train_small_model, keras_model_of
+from imgclf.components import manifest
+from imgclf.components.evaluation.blessing import blessing_checks
+from imgclf.components.evaluation.evaluate import evaluate
+from imgclf.components.evaluation.metrics import (
     Predictions,
-    blessing_checks,
     classification_metrics,
-    evaluate,
     expected_calibration_error,
     multi_label_metrics,
 )
-from components.preprocess import preprocess
-from components.push import push
+from imgclf.components.parameters import BlessingRules, PreprocessSettings, ServingTarget
+from imgclf.components.serving.push import push
+from imgclf.components.transform.preprocess import preprocess
 
 CLASSES = ["cat", "dog", "owl"]
 
@@ -158,19 +158,20 @@ def test_unknown_regression_metric_is_refused():
 def test_candidate_against_the_served_model(trained_model, prepared, tmp_path):
     serving_root = str(tmp_path / "serving")
     rules = BlessingRules(min_accuracy=0.0)
-    first = evaluate(trained_model, prepared["validated"], serving_root, "colours", rules)
+    first = evaluate(
+        trained_model, prepared["validated"], ServingTarget(serving_root, "colours"), rules
+    )
     test_images = manifest.counts_by_split(manifest.read(prepared["validated"]))["test"]
     assert first.baseline is None and first.baseline_version is None
     assert first.candidate.images == test_images
     assert first.blessed and len(first.checks) == 2
 
-    push(trained_model, serving_root, "colours", prepared["validated"])
+    push(trained_model, ServingTarget(serving_root, "colours"), prepared["validated"])
     out = tmp_path / "out"
     second = evaluate(
         trained_model,
         prepared["validated"],
-        serving_root,
-        "colours",
+        ServingTarget(serving_root, "colours"),
         rules,
         output_dir=str(out),
         keras_model_path=keras_model_of(trained_model),
@@ -202,7 +203,12 @@ def _retrained(work, prepared: dict[str, str], shuffle_labels: bool) -> str:
         frame.loc[train, "label"] = rng.permutation(frame.loc[train, "label"].to_numpy())
     manifest.write(frame, work / "validated")
     paths = {"examples": str(work / "examples"), "transform": str(work / "transform")}
-    preprocess(str(work / "validated"), paths["examples"], paths["transform"], IMAGE_SIZE)
+    preprocess(
+        str(work / "validated"),
+        paths["examples"],
+        paths["transform"],
+        PreprocessSettings(image_size=IMAGE_SIZE),
+    )
     return _train_small_model(
         work / "model", paths, epochs=20, batch_size=4, early_stopping_patience=20
     )
@@ -214,8 +220,8 @@ def test_a_worse_retrain_is_refused_by_name_and_a_better_one_blessed(prepared, t
     shuffled = _retrained(tmp_path / "shuffled", prepared, shuffle_labels=True)
     rules = BlessingRules(min_accuracy=0.0, max_regression=0.02)
     good_served = str(tmp_path / "good-served")
-    push(good, good_served, "colours", prepared["validated"])
-    worse = evaluate(shuffled, prepared["validated"], good_served, "colours", rules)
+    push(good, ServingTarget(good_served, "colours"), prepared["validated"])
+    worse = evaluate(shuffled, prepared["validated"], ServingTarget(good_served, "colours"), rules)
     assert worse.baseline.accuracy >= 0.6, "the good model did not learn the colours"
     assert not worse.blessed
     failed = [check["rule"] for check in worse.checks if not check["passed"]]
@@ -224,9 +230,9 @@ def test_a_worse_retrain_is_refused_by_name_and_a_better_one_blessed(prepared, t
     # Against the shuffled model the good one wins on accuracy. The per-class recall rule is
     # off here: a model that calls everything one colour has perfect recall on that colour.
     worse_served = str(tmp_path / "worse-served")
-    push(shuffled, worse_served, "colours", prepared["validated"])
+    push(shuffled, ServingTarget(worse_served, "colours"), prepared["validated"])
     rules = BlessingRules(min_accuracy=0.0, max_regression=0.02, max_class_recall_drop=1.0)
-    better = evaluate(good, prepared["validated"], worse_served, "colours", rules)
+    better = evaluate(good, prepared["validated"], ServingTarget(worse_served, "colours"), rules)
     assert better.blessed and better.baseline_version == 1
 
 
@@ -237,8 +243,7 @@ def test_a_broken_baseline_does_not_block_a_fix(trained_model, prepared, tmp_pat
     result = evaluate(
         trained_model,
         prepared["validated"],
-        str(tmp_path / "serving"),
-        "colours",
+        ServingTarget(str(tmp_path / "serving"), "colours"),
         BlessingRules(min_accuracy=0.0),
     )
     assert result.baseline is None and result.baseline_version == 3
@@ -247,12 +252,11 @@ def test_a_broken_baseline_does_not_block_a_fix(trained_model, prepared, tmp_pat
 
 
 def test_the_baseline_can_be_served_from_a_bucket(trained_model, prepared, gcs_bucket):
-    push(trained_model, "gs://photos/serving", "colours", prepared["validated"])
+    push(trained_model, ServingTarget("gs://photos/serving", "colours"), prepared["validated"])
     result = evaluate(
         trained_model,
         prepared["validated"],
-        "gs://photos/serving",
-        "colours",
+        ServingTarget("gs://photos/serving", "colours"),
         BlessingRules(min_accuracy=0.0),
     )
     assert result.baseline_version == 1 and result.baseline_error is None
@@ -264,13 +268,12 @@ def test_a_multi_label_candidate_against_a_served_model(
 ):
     serving_root = str(tmp_path / "serving")
     # A multi-class model served under the name cannot be scored on label sets.
-    push(trained_model, serving_root, "corners", prepared["validated"])
+    push(trained_model, ServingTarget(serving_root, "corners"), prepared["validated"])
     out = tmp_path / "out"
     result = evaluate(
         multi_label_model,
         multi_label_prepared["validated"],
-        serving_root,
-        "corners",
+        ServingTarget(serving_root, "corners"),
         BlessingRules(min_accuracy=0.0, regression_metric="macro_average_precision"),
         output_dir=str(out),
     )
@@ -279,12 +282,13 @@ def test_a_multi_label_candidate_against_a_served_model(
     assert result.candidate.macro_average_precision > 0.9
     assert result.blessed and len(result.checks) == 2
 
-    push(multi_label_model, serving_root, "corners", multi_label_prepared["validated"])
+    push(
+        multi_label_model, ServingTarget(serving_root, "corners"), multi_label_prepared["validated"]
+    )
     second = evaluate(
         multi_label_model,
         multi_label_prepared["validated"],
-        serving_root,
-        "corners",
+        ServingTarget(serving_root, "corners"),
         BlessingRules(min_accuracy=0.0, regression_metric="macro_average_precision"),
         output_dir=str(out),
     )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
+
 from conftest import (
     CLOTHING,
     MOBILENET_WEIGHTS,
@@ -16,8 +17,7 @@ from conftest import (
     write_multi_label_set,
 )
 from hostile import ACCEPTED, QUARANTINED, add_corpus
-
-from pipelines import cli
+from imgclf.pipelines import cli
 
 pytestmark = pytest.mark.slow
 

@@ -4,23 +4,23 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CLASS_COLOURS, IMAGE_SIZE, colour_image
 
-from components import serving
-from pipelines import cli
+from conftest import CLASS_COLOURS, IMAGE_SIZE, colour_image
+from imgclf.components.serving import signature
+from imgclf.pipelines import cli
 
 
 @pytest.fixture(scope="module")
 def served(trained_model):
-    return serving.ServedModel(trained_model)
+    return signature.ServedModel(trained_model)
 
 
 def test_signature_matches_the_serving_contract(trained_model):
-    signature = tf.saved_model.load(trained_model).signatures[serving.SIGNATURE_NAME]
-    (inputs,) = signature.structured_input_signature[1].values()
+    serve = tf.saved_model.load(trained_model).signatures[signature.SIGNATURE_NAME]
+    (inputs,) = serve.structured_input_signature[1].values()
     assert inputs.name == "image_bytes" and inputs.dtype == tf.string
     assert inputs.shape.as_list() == [None]
-    outputs = signature.structured_outputs
+    outputs = serve.structured_outputs
     assert outputs["scores"].dtype == tf.float32 and outputs["scores"].shape.as_list() == [None, 3]
     assert outputs["classes"].dtype == tf.string and outputs["classes"].shape.as_list() == [
         None,
@@ -74,25 +74,28 @@ def test_no_skew_between_the_tfrecords_and_the_serving_signature(prepared, tmp_p
     files through the exported signature: training and serving see the same pixels."""
     import tensorflow_transform as tft
 
-    from components import manifest, preprocess, storage
-    from components.train import TrainConfig, build_model, make_dataset
+    from imgclf.components import manifest, storage
+    from imgclf.components.training.config import TrainConfig
+    from imgclf.components.training.dataset import make_dataset
+    from imgclf.components.training.network import build_model
+    from imgclf.components.transform import features
 
     config = TrainConfig(weights="none", alpha=0.25, image_size=IMAGE_SIZE, batch_size=64)
     model, _ = build_model(config, num_classes=3)
     transform = tft.TFTransformOutput(prepared["transform"])
     class_names = [c.decode() for c in transform.vocabulary_by_name("label")]
-    serving.export(model, prepared["transform"], class_names, IMAGE_SIZE, str(tmp_path / "m"))
+    signature.export(model, prepared["transform"], class_names, IMAGE_SIZE, str(tmp_path / "m"))
 
     test_rows = manifest.split_rows(manifest.read(prepared["validated"]), "test")
     raw = {uri: storage.read_bytes(uri) for uri in test_rows["uri"]}
     uri_of_pixels = {
-        preprocess.decode_and_resize(data, IMAGE_SIZE).numpy().tobytes(): uri
+        features.decode_and_resize(data, IMAGE_SIZE).numpy().tobytes(): uri
         for uri, data in raw.items()
     }
     images, _ = next(iter(make_dataset(prepared["examples"], "test", transform, config, False)))
     from_records = model.predict(images, verbose=0)
     uris = [uri_of_pixels[image.numpy().astype(np.uint8).tobytes()] for image in images]
-    from_serving = serving.ServedModel(str(tmp_path / "m")).predict([raw[u] for u in uris])
+    from_serving = signature.ServedModel(str(tmp_path / "m")).predict([raw[u] for u in uris])
     assert len(uris) == len(test_rows)
     np.testing.assert_allclose(from_serving["scores"], from_records, atol=1e-5)
 
@@ -104,11 +107,11 @@ def test_grpc_predict_request_gives_the_same_answer_as_rest(served):
     images = [colour_image(colour, seed=903) for colour in CLASS_COLOURS.values()]
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "colours"
-    request.model_spec.signature_name = serving.SIGNATURE_NAME
-    request.inputs[serving.INPUT_KEY].CopyFrom(tf.make_tensor_proto(images, tf.string))
+    request.model_spec.signature_name = signature.SIGNATURE_NAME
+    request.inputs[signature.INPUT_KEY].CopyFrom(tf.make_tensor_proto(images, tf.string))
     wire = predict_pb2.PredictRequest.FromString(request.SerializeToString())
 
-    from_grpc = served.predict(tf.make_ndarray(wire.inputs[serving.INPUT_KEY]).tolist())
+    from_grpc = served.predict(tf.make_ndarray(wire.inputs[signature.INPUT_KEY]).tolist())
     body = json.dumps({"instances": [{"b64": base64.b64encode(i).decode()} for i in images]})
     from_rest = served.predict(_decode_rest_instances(body))
     np.testing.assert_allclose(from_grpc["scores"], from_rest["scores"], atol=1e-6)

@@ -6,7 +6,8 @@ import keras
 import pytest
 
 from bench.gpu_training_speed import CLASSES, IMAGE_SIZE, fine_tuning_model, images_per_second
-from components.train import TrainConfig, build_model
+from imgclf.components.training.config import TrainConfig
+from imgclf.components.training.network import build_model
 
 
 @pytest.mark.parametrize("backbone, alpha", [("mobilenet", 0.25), ("efficientnetv2b0", 1.0)])

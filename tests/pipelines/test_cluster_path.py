@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from kfp.cli import recurring_run, run
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 VERSION = importlib.metadata.version("imgclf")
 CLUSTER = ["DATA_URI=gs://photos/clothing", "SERVING_ROOT=gs://models/serving"]
 # Not a sub-make of `make test`: its flags and variables would leak into the dry runs.
@@ -148,9 +149,11 @@ def test_the_wheel_the_images_install_has_every_module_and_the_cluster_defaults(
     (wheel,) = tmp_path.glob(f"imgclf-{VERSION}-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     sources = {
-        path.relative_to(REPO).as_posix()
+        f"imgclf/{path.relative_to(REPO).as_posix()}"
         for folder in ("components", "pipelines")
-        for path in (REPO / folder).glob("*.py")
+        for path in (REPO / folder).rglob("*.py")
     }
     assert sources <= names
-    assert "pipelines/cluster.yaml" in names
+    assert "imgclf/pipelines/cluster.yaml" in names
+    # Nothing lands in site-packages under a name another project could also use.
+    assert {name.split("/")[0] for name in names} == {"imgclf", f"imgclf-{VERSION}.dist-info"}

@@ -2,10 +2,11 @@ import json
 import shutil
 
 import pytest
-from conftest import IMAGE_SIZE, MOBILENET_WEIGHTS, needs_weights
 
-from components import tune
-from components.train import TrainConfig
+from conftest import IMAGE_SIZE, MOBILENET_WEIGHTS, needs_weights
+from imgclf.components import artifacts
+from imgclf.components.training import tune
+from imgclf.components.training.config import TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -27,12 +28,12 @@ def test_a_random_search_scores_each_trial_on_validation_and_returns_the_best(pr
     # From scratch there is no fine-tuning stage, so its unfrozen share is not searched.
     assert set(best) == {"learning_rate", "dropout", "label_smoothing"}
     assert 1e-3 <= best["learning_rate"] <= 3e-2
-    trials = json.loads((tmp_path / tune.TRIALS_FILE).read_text())
+    trials = json.loads((tmp_path / artifacts.TRIALS).read_text())
     assert len(trials) == 2
     scores = [trial["validation_accuracy"] for trial in trials]
     assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
     assert {k: trials[0][k] for k in best} == best
-    assert json.loads((tmp_path / tune.BEST_FILE).read_text()) == best
+    assert json.loads((tmp_path / artifacts.BEST_HYPERPARAMETERS).read_text()) == best
     table = tune.trials_markdown(trials)
     assert table.splitlines()[0].startswith("| learning_rate |") and table.count("\n") == 4
 
@@ -73,7 +74,7 @@ def test_hyperband_continues_its_best_trials_within_the_epoch_budget(prepared, t
         prepared["examples"], prepared["transform"], str(tmp_path), config, 4, "hyperband"
     )
     assert set(best) == {"learning_rate", "dropout", "label_smoothing"}
-    trials = json.loads((tmp_path / tune.TRIALS_FILE).read_text())
+    trials = json.loads((tmp_path / artifacts.TRIALS).read_text())
     assert 1 < len(trials) <= 4
     assert not any(name.startswith("tuner/") for trial in trials for name in trial)
 

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
+
 from conftest import (
     CLASS_COLOURS,
     LABEL_CORNERS,
@@ -14,15 +15,18 @@ from conftest import (
     write_colour_tree,
     write_multi_label_set,
 )
-
-from components import manifest
-from components.ingest import SAMPLE_DIGITS, hash_split, ingest, snapshot_of_run
+from imgclf.components import manifest
+from imgclf.components.data.ingest import ingest
+from imgclf.components.data.sample import SAMPLE_DIGITS
+from imgclf.components.data.snapshot import snapshot_of_run
+from imgclf.components.data.splits import hash_split
+from imgclf.components.parameters import IngestSettings
 
 
 def test_class_folders_get_deterministic_content_hash_splits(tmp_path):
     tree = write_colour_tree(tmp_path / "data", per_class=30)
-    first = ingest(str(tree), str(tmp_path / "a"))
-    second = ingest(str(tree), str(tmp_path / "b"))
+    first = ingest(IngestSettings(str(tree)), str(tmp_path / "a"))
+    second = ingest(IngestSettings(str(tree)), str(tmp_path / "b"))
 
     assert list(first.columns) == manifest.COLUMNS
     assert len(first) == 90
@@ -46,13 +50,13 @@ def test_identical_files_share_a_split(tmp_path):
         for i in range(3):
             (tmp_path / "d" / label).mkdir(parents=True, exist_ok=True)
             (tmp_path / "d" / label / f"{i}.png").write_bytes(data)
-    frame = ingest(str(tmp_path / "d"), str(tmp_path / "out"))
+    frame = ingest(IngestSettings(str(tmp_path / "d")), str(tmp_path / "out"))
     assert frame["split"].nunique() == 1
 
 
 def test_split_folders_are_honoured_with_aliases(tmp_path):
     tree = write_colour_tree(tmp_path / "data", per_class=4, splits=("train", "val", "test"))
-    frame = ingest(str(tree), str(tmp_path / "out"))
+    frame = ingest(IngestSettings(str(tree)), str(tmp_path / "out"))
     assert manifest.counts_by_split(frame) == {"train": 12, "validation": 12, "test": 12}
     assert set(frame[frame["split"] == "validation"]["uri"].str.split("/").str[-3]) == {"val"}
 
@@ -61,7 +65,7 @@ def test_files_outside_class_folders_and_hidden_files_are_skipped(tmp_path):
     tree = write_colour_tree(tmp_path / "data", per_class=3)
     (tree / "README.md").write_text("not a class")
     (tree / "red" / ".DS_Store").write_bytes(b"finder junk")
-    frame = ingest(str(tree), str(tmp_path / "out"))
+    frame = ingest(IngestSettings(str(tree)), str(tmp_path / "out"))
     assert len(frame) == 9
     assert not frame["uri"].str.contains("README|DS_Store").any()
 
@@ -69,13 +73,13 @@ def test_files_outside_class_folders_and_hidden_files_are_skipped(tmp_path):
 def test_unreadable_files_are_listed_for_validation_to_judge(tmp_path):
     tree = write_colour_tree(tmp_path / "data", per_class=3)
     (tree / "red" / "notes.png").write_text("not an image")
-    frame = ingest(str(tree), str(tmp_path / "out"))
+    frame = ingest(IngestSettings(str(tree)), str(tmp_path / "out"))
     broken = frame[frame["uri"].str.endswith("notes.png")].iloc[0]
     assert broken["format"] == "" and pd.isna(broken["width"])
 
 
 def test_sample_digits_renders_the_bundled_dataset(tmp_path):
-    frame = ingest(SAMPLE_DIGITS, str(tmp_path / "out"))
+    frame = ingest(IngestSettings(SAMPLE_DIGITS), str(tmp_path / "out"))
     assert len(frame) == 1797
     assert sorted(frame["label"].unique()) == [str(d) for d in range(10)]
     assert set(frame["format"]) == {"PNG"}
@@ -95,39 +99,54 @@ def test_hash_split_respects_fractions():
 )
 def test_bad_sources_fail_with_a_clear_message(tmp_path, data_uri, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
-        ingest(data_uri, str(tmp_path / "out"))
+        ingest(IngestSettings(data_uri), str(tmp_path / "out"))
 
 
 def test_fractions_that_leave_no_test_split_are_refused(tmp_path):
     with pytest.raises(ValueError, match="leaves no test split"):
-        ingest(SAMPLE_DIGITS, str(tmp_path / "out"), train_fraction=0.9, validation_fraction=0.1)
+        ingest(
+            IngestSettings(SAMPLE_DIGITS, train_fraction=0.9, validation_fraction=0.1),
+            str(tmp_path / "out"),
+        )
 
 
 @needs_clothing
 def test_shared_clothing_split_folders(tmp_path):
     from conftest import CLOTHING
 
-    frame = ingest(str(CLOTHING), str(tmp_path / "out"))
+    frame = ingest(IngestSettings(str(CLOTHING)), str(tmp_path / "out"))
     assert manifest.counts_by_split(frame) == {"train": 3068, "validation": 341, "test": 372}
     assert frame["label"].nunique() == 10
 
 
 def test_every_class_with_three_images_gets_all_three_splits(tmp_path):
     tree = write_colour_tree(tmp_path / "data", per_class=3)
-    frame = ingest(str(tree), str(tmp_path / "out"), train_fraction=0.8, validation_fraction=0.1)
+    frame = ingest(
+        IngestSettings(str(tree), train_fraction=0.8, validation_fraction=0.1),
+        str(tmp_path / "out"),
+    )
     for label, rows in frame.groupby("label"):
         assert sorted(rows["split"]) == ["test", "train", "validation"], label
-    again = ingest(str(tree), str(tmp_path / "again"), train_fraction=0.8, validation_fraction=0.1)
+    again = ingest(
+        IngestSettings(str(tree), train_fraction=0.8, validation_fraction=0.1),
+        str(tmp_path / "again"),
+    )
     pd.testing.assert_frame_equal(frame, again)
 
 
 def test_a_class_of_two_keeps_its_hash_splits_and_no_validation_means_none(tmp_path):
     tree = write_colour_tree(tmp_path / "data", per_class=2)
-    frame = ingest(str(tree), str(tmp_path / "out"), train_fraction=0.9, validation_fraction=0.0)
+    frame = ingest(
+        IngestSettings(str(tree), train_fraction=0.9, validation_fraction=0.0),
+        str(tmp_path / "out"),
+    )
     expected = [hash_split(sha, 0.9, 0.0) for sha in frame["sha256"]]
     assert frame["split"].tolist() == expected
     tree = write_colour_tree(tmp_path / "more", per_class=4)
-    frame = ingest(str(tree), str(tmp_path / "out2"), train_fraction=0.9, validation_fraction=0.0)
+    frame = ingest(
+        IngestSettings(str(tree), train_fraction=0.9, validation_fraction=0.0),
+        str(tmp_path / "out2"),
+    )
     assert set(frame["split"]) == {"train", "test"}
     assert frame.groupby("label")["split"].nunique().eq(2).all()
 
@@ -145,8 +164,8 @@ def test_a_csv_listing_gives_the_same_manifest_as_the_folders(tmp_path):
     lines = ["uri,label"] + [f"{uri},{label}" for uri, label in rows]
     (tree / "listing.csv").write_text("\n".join(lines) + "\n")
 
-    from_listing = ingest(str(tree / "listing.csv"), str(tmp_path / "a"))
-    from_folders = ingest(str(tree), str(tmp_path / "b"))
+    from_listing = ingest(IngestSettings(str(tree / "listing.csv")), str(tmp_path / "a"))
+    from_folders = ingest(IngestSettings(str(tree)), str(tmp_path / "b"))
     pd.testing.assert_frame_equal(from_listing, from_folders)
 
 
@@ -162,7 +181,7 @@ def test_a_jsonl_listing_with_splits_and_absolute_paths(tmp_path):
     ]
     listing = tmp_path / "data" / "images.JSONL"
     listing.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
-    frame = ingest(str(listing), str(tmp_path / "out"))
+    frame = ingest(IngestSettings(str(listing)), str(tmp_path / "out"))
     assert manifest.counts_by_split(frame) == {"train": 6, "validation": 3, "test": 3}
     assert frame["uri"].str.startswith(str(tree)).all()
 
@@ -182,20 +201,22 @@ def test_bad_listings_are_refused_with_the_line(tmp_path, content, message):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "listing.csv").write_text(content)
     with pytest.raises(ValueError, match=re.escape(message)):
-        ingest(str(tmp_path / "data" / "listing.csv"), str(tmp_path / "out"))
+        ingest(IngestSettings(str(tmp_path / "data" / "listing.csv")), str(tmp_path / "out"))
 
 
 def test_a_listing_naming_missing_files_says_which(tmp_path):
     tree = write_colour_tree(tmp_path / "data", per_class=2)
     (tree / "listing.csv").write_text("uri,label\nred/red-000.png,red\nred/gone.png,red\n")
     with pytest.raises(FileNotFoundError, match=r"1 of 2 files cannot be read: .*red/gone.png"):
-        ingest(str(tree / "listing.csv"), str(tmp_path / "out"))
+        ingest(IngestSettings(str(tree / "listing.csv")), str(tmp_path / "out"))
 
 
 def test_multi_label_listings_give_a_labels_column_with_every_label_in_every_split(tmp_path):
-    jsonl = ingest(str(write_multi_label_set(tmp_path / "a", images=40)), str(tmp_path / "ja"))
+    jsonl = ingest(
+        IngestSettings(str(write_multi_label_set(tmp_path / "a", images=40))), str(tmp_path / "ja")
+    )
     csv = ingest(
-        str(write_multi_label_set(tmp_path / "b", images=40, listing="labels.csv")),
+        IngestSettings(str(write_multi_label_set(tmp_path / "b", images=40, listing="labels.csv"))),
         str(tmp_path / "jb"),
     )
 
@@ -225,12 +246,12 @@ def test_multi_label_rows_drop_repeats_and_refuse_the_separator_inside_a_label(t
         + json.dumps({"uri": "red/red-001.png", "labels": "warm | red"})
         + "\n"
     )
-    frame = ingest(str(listing), str(tmp_path / "out"))
+    frame = ingest(IngestSettings(str(listing)), str(tmp_path / "out"))
     assert frame["labels"].tolist() == ["red|warm", "red|warm"]
 
     listing.write_text(json.dumps({"uri": "red/red-000.png", "labels": ["red|warm"]}) + "\n")
     with pytest.raises(ValueError, match=re.escape("line 1: a label may not contain '|'")):
-        ingest(str(listing), str(tmp_path / "out"))
+        ingest(IngestSettings(str(listing)), str(tmp_path / "out"))
 
 
 def _age(files, when: datetime) -> None:
@@ -242,13 +263,17 @@ def test_a_data_snapshot_reads_the_same_images_after_new_ones_arrive(tmp_path, c
     tree = write_colour_tree(tmp_path / "data", per_class=4)
     snapshot = datetime(2026, 11, 1, 2, 0, tzinfo=timezone.utc)
     _age(tree.rglob("*.png"), snapshot - timedelta(days=1))
-    before = ingest(str(tree), str(tmp_path / "a"), data_snapshot="2026-11-01T02:00:00Z")
+    before = ingest(
+        IngestSettings(str(tree), data_snapshot="2026-11-01T02:00:00Z"), str(tmp_path / "a")
+    )
 
     arrived = tree / "red" / "arrived-later.png"
     arrived.write_bytes(colour_image((200, 0, 0), seed=99))
     _age([arrived], snapshot + timedelta(seconds=1))
-    rerun = ingest(str(tree), str(tmp_path / "b"), data_snapshot="2026-11-01T02:00:00Z")
-    latest = ingest(str(tree), str(tmp_path / "c"))
+    rerun = ingest(
+        IngestSettings(str(tree), data_snapshot="2026-11-01T02:00:00Z"), str(tmp_path / "b")
+    )
+    latest = ingest(IngestSettings(str(tree)), str(tmp_path / "c"))
 
     pd.testing.assert_frame_equal(before, rerun)
     assert "1 files changed after the data snapshot 2026-11-01T02:00:00+00:00" in caplog.text
@@ -259,15 +284,24 @@ def test_a_data_snapshot_reads_the_same_images_after_new_ones_arrive(tmp_path, c
 def test_a_snapshot_without_a_zone_is_utc_and_one_before_every_file_is_refused(tmp_path):
     tree = write_colour_tree(tmp_path / "data", per_class=2)
     _age(tree.rglob("*.png"), datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc))
-    assert len(ingest(str(tree), str(tmp_path / "a"), data_snapshot="2026-11-01T12:00:00")) == 6
+    assert (
+        len(
+            ingest(
+                IngestSettings(str(tree), data_snapshot="2026-11-01T12:00:00"), str(tmp_path / "a")
+            )
+        )
+        == 6
+    )
     with pytest.raises(ValueError, match="No file was there at the data snapshot 2026-11-01T11"):
-        ingest(str(tree), str(tmp_path / "b"), data_snapshot="2026-11-01T11:59:59Z")
+        ingest(IngestSettings(str(tree), data_snapshot="2026-11-01T11:59:59Z"), str(tmp_path / "b"))
     with pytest.raises(ValueError, match="data_snapshot must be an ISO 8601 time"):
-        ingest(str(tree), str(tmp_path / "c"), data_snapshot="last tuesday")
+        ingest(IngestSettings(str(tree), data_snapshot="last tuesday"), str(tmp_path / "c"))
 
 
 def test_the_sample_is_rendered_whatever_the_snapshot(tmp_path):
-    frame = ingest(SAMPLE_DIGITS, str(tmp_path / "out"), data_snapshot="2000-01-01T00:00:00Z")
+    frame = ingest(
+        IngestSettings(SAMPLE_DIGITS, data_snapshot="2000-01-01T00:00:00Z"), str(tmp_path / "out")
+    )
     assert len(frame) == 1797
 
 
@@ -290,8 +324,10 @@ def test_a_snapshot_applies_to_a_bucket(tmp_path, gcs_bucket):
     for i in range(3):
         gcs_bucket.blob(f"photos/red/{i}.png").upload_from_string(colour_image((200, 0, 0), i))
     uploaded = max(b.updated for b in gcs_bucket.client.list_blobs("photos", prefix="photos/"))
-    everything = ingest("gs://photos/photos", str(tmp_path / "a"), data_snapshot="2100-01-01")
+    everything = ingest(
+        IngestSettings("gs://photos/photos", data_snapshot="2100-01-01"), str(tmp_path / "a")
+    )
     assert len(everything) == 3
     with pytest.raises(ValueError, match="No file was there"):
         before = (uploaded - timedelta(days=1)).isoformat()
-        ingest("gs://photos/photos", str(tmp_path / "b"), data_snapshot=before)
+        ingest(IngestSettings("gs://photos/photos", data_snapshot=before), str(tmp_path / "b"))

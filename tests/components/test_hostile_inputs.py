@@ -12,8 +12,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from components import ingest, manifest, serving
-from components.validate import inspect_image
+from conftest import REPO
+from imgclf.components import manifest
+from imgclf.components.data import listings
+from imgclf.components.data.quarantine import inspect_image
+from imgclf.components.serving import signature
 
 # Path segments as users (and attackers) write them: names, dots, dot-dots, odd characters.
 SEGMENTS = st.one_of(
@@ -30,7 +33,7 @@ SAFE_NAMES = st.text(alphabet=string.ascii_letters + string.digits + "_-", min_s
 def test_a_relative_uri_never_resolves_outside_a_local_listings_folder(tmp_path_factory, relative):
     base = tmp_path_factory.getbasetemp() / "listing"
     try:
-        resolved = ingest._resolve(str(base), relative, "line 2")
+        resolved = listings._resolve(str(base), relative, "line 2")
     except ValueError as error:
         assert "points outside the listing's folder" in str(error)
         return
@@ -41,7 +44,7 @@ def test_a_relative_uri_never_resolves_outside_a_local_listings_folder(tmp_path_
 def test_a_relative_uri_never_resolves_outside_a_bucket_listings_folder(prefix, relative):
     base = "gs://photos/" + prefix if prefix else "gs://photos"
     try:
-        resolved = ingest._resolve(base, relative, "line 2")
+        resolved = listings._resolve(base, relative, "line 2")
     except ValueError as error:
         assert "points outside the listing's folder" in str(error)
         return
@@ -55,7 +58,7 @@ def test_a_relative_uri_never_resolves_outside_a_bucket_listings_folder(prefix, 
 )
 def test_a_plain_relative_path_always_resolves_inside_a_bucket_listings_folder(prefix, names):
     base = "gs://photos/" + prefix if prefix else "gs://photos"
-    resolved = ingest._resolve(base, "/".join(names), "line 2")
+    resolved = listings._resolve(base, "/".join(names), "line 2")
     assert resolved == base + "/" + "/".join(names)
 
 
@@ -75,7 +78,7 @@ def test_a_jsonl_label_list_is_kept_or_refused_by_its_line(tmp_path_factory, lab
     listing = tmp_path_factory.mktemp("jsonl") / "labels.jsonl"
     listing.write_text(json.dumps({"uri": uri, "labels": labels}) + "\n")
     try:
-        [(_, parsed, _)] = ingest.read_listing(str(listing))
+        [(_, parsed, _)] = listings.read_listing(str(listing))
     except ValueError as error:
         assert str(error).startswith("labels.jsonl line 1: ")
         return
@@ -95,7 +98,7 @@ def test_any_csv_listing_parses_or_is_refused_with_a_clear_error(tmp_path, heade
     body = "\n".join(",".join(cell.replace("\n", " ") for cell in row) for row in rows)
     listing.write_text(f"{header}\n{body}\n" if header else body, encoding="utf-8")
     try:
-        parsed = ingest.read_listing(str(listing))
+        parsed = listings.read_listing(str(listing))
     except ValueError as error:
         assert str(error).startswith(("listing.csv", str(listing)))
         return
@@ -119,7 +122,7 @@ PNG_START = bytes.fromhex("89504e470d0a1a0a")
 
 @pytest.fixture(scope="module")
 def served(trained_model):
-    return serving.ServedModel(trained_model)
+    return signature.ServedModel(trained_model)
 
 
 @settings(
@@ -137,14 +140,14 @@ def test_fuzzed_bytes_through_the_serving_signature_are_refused_not_crashed(serv
         outputs = served.predict([data])
     except tf.errors.InvalidArgumentError:
         return  # what TF Serving answers as INVALID_ARGUMENT
-    assert outputs[serving.SCORES_KEY].shape[0] == 1
+    assert outputs[signature.SCORES_KEY].shape[0] == 1
 
 
 SECRET_MARKERS = ("BEGIN PRIVATE KEY", "private_key", "AKIA", "client_secret", "password")
 
 
 def test_the_compiled_pipeline_holds_no_credentials_and_images_run_as_non_root(tmp_path):
-    from pipelines import cli
+    from imgclf.pipelines import cli
 
     compiled = tmp_path / "pipeline.yaml"
     assert cli.main(["compile", "-o", str(compiled)]) == 0
@@ -153,7 +156,7 @@ def test_the_compiled_pipeline_holds_no_credentials_and_images_run_as_non_root(t
     spec = next(yaml.safe_load_all(text))
     for executor in spec["deploymentSpec"]["executors"].values():
         assert "env" not in executor["container"]  # no credentials passed as variables
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     for dockerfile in (repo / "containers").glob("Dockerfile*"):
         users = [
             line.split()[1]

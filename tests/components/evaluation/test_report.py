@@ -1,4 +1,4 @@
-"""The reports as a person sees them: rendered by headless Chromium."""
+"""The evaluation report as a person sees it: rendered by headless Chromium."""
 
 import shutil
 import subprocess
@@ -7,15 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components import report
-from components.evaluate import (
-    BlessingRules,
-    Evaluation,
-    Predictions,
-    blessing_checks,
-    classification_metrics,
-    evaluation_html,
-)
+from imgclf.components.evaluation.blessing import blessing_checks
+from imgclf.components.evaluation.evaluate import Evaluation
+from imgclf.components.evaluation.metrics import Predictions, classification_metrics
+from imgclf.components.evaluation.report import confusion_heatmap, evaluation_html
+from imgclf.components.parameters import BlessingRules
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
@@ -62,7 +58,7 @@ def _screenshot(html_path, png_path):
 
 
 def test_confusion_heatmap_shades_by_row_share():
-    html = report.confusion_heatmap(["a", "b"], [[3, 1], [0, 4]])
+    html = confusion_heatmap(["a", "b"], [[3, 1], [0, 4]])
     assert "rgba(76, 120, 168, 0.750)" in html and "rgba(76, 120, 168, 1.000)" in html
     assert "rgba(76, 120, 168, 0.000)" in html
 
@@ -72,25 +68,8 @@ _HISTORY = {
     "val_loss": [1.3, 1.0, 0.8],
     "accuracy": [0.4, 0.6, 0.7],
     "val_accuracy": [0.35, 0.5, 0.65],
-    "learning_rate": [0.001, 0.001, 0.0001],
 }
 _STAGES = ["head", "head", "fine_tune"]
-
-
-def test_training_curves_draw_loss_then_each_metric_and_mark_fine_tuning():
-    svg = report.training_curves(_HISTORY, _STAGES)
-    assert svg.count("<svg") == 2
-    assert svg.index(">loss<") < svg.index(">accuracy<")
-    assert "learning_rate" not in svg
-    assert svg.count("<polyline") == 4  # train and validation for both metrics
-    assert svg.count("<circle") == 12
-    assert svg.count("stroke-dasharray") == 2 and "fine_tune starts" in svg
-    assert "validation loss, epoch 3: 0.8000" in svg
-
-
-def test_training_curves_without_a_validation_split_draw_train_only():
-    svg = report.training_curves({"loss": [0.9, 0.5]}, ["full", "full"])
-    assert svg.count("<polyline") == 1 and "stroke-dasharray" not in svg
 
 
 @needs_chromium

@@ -4,21 +4,22 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
-from conftest import CLASS_COLOURS, IMAGE_SIZE, LABEL_CORNERS, encode_image
 from PIL import Image
 
-from components import manifest, storage
-from components.preprocess import (
+from conftest import CLASS_COLOURS, IMAGE_SIZE, LABEL_CORNERS, encode_image
+from imgclf.components import manifest, storage
+from imgclf.components.artifacts import TFRECORD_SUFFIX
+from imgclf.components.parameters import PreprocessSettings
+from imgclf.components.transform.features import (
     IMAGE_KEY,
     LABEL_ID_KEY,
     LABEL_IDS_KEY,
     LABEL_VOCABULARY,
-    TFRECORD_SUFFIX,
     decode_and_resize,
     parse_images,
-    preprocess,
     split_file_pattern,
 )
+from imgclf.components.transform.preprocess import preprocess
 
 
 def _records(examples_dir, split, transform_dir):
@@ -118,7 +119,12 @@ def test_the_stretch_policy_keeps_everything_at_full_size():
 
 def test_an_unknown_resize_policy_is_refused(prepared, tmp_path):
     with pytest.raises(ValueError, match="resize_policy must be one of pad, crop, stretch, not"):
-        preprocess(prepared["validated"], str(tmp_path / "e"), str(tmp_path / "t"), 32, None, "fit")
+        preprocess(
+            prepared["validated"],
+            str(tmp_path / "e"),
+            str(tmp_path / "t"),
+            PreprocessSettings(image_size=32, resize_policy="fit"),
+        )
 
 
 def _examples(examples_dir):
@@ -146,12 +152,14 @@ def test_two_worker_processes_write_the_same_records(prepared, tmp_path):
         prepared["validated"],
         str(tmp_path / "examples"),
         str(tmp_path / "transform"),
-        IMAGE_SIZE,
-        [
-            "--runner=DirectRunner",
-            "--direct_running_mode=multi_processing",
-            "--direct_num_workers=2",
-        ],
+        PreprocessSettings(
+            image_size=IMAGE_SIZE,
+            beam_pipeline_args=[
+                "--runner=DirectRunner",
+                "--direct_running_mode=multi_processing",
+                "--direct_num_workers=2",
+            ],
+        ),
     )
     written = _examples(tmp_path / "examples")
     assert len(written) == len(manifest.read(prepared["validated"]))

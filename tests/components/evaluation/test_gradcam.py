@@ -4,10 +4,11 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import REPO
 
-from components import gradcam
-from components.train import TrainConfig, build_model
+from conftest import REPO
+from imgclf.components.evaluation import gradcam
+from imgclf.components.training.config import TrainConfig
+from imgclf.components.training.network import build_model
 
 
 def _red_blue_classifier(size: int = 16) -> keras.Model:
@@ -68,7 +69,7 @@ def test_a_saved_classifier_with_our_own_layers_loads_in_a_fresh_process(tmp_pat
     path = tmp_path / "model.keras"
     model.save(path)
     code = (
-        "from components import gradcam\n"
+        "from imgclf.components.evaluation import gradcam\n"
         f"model = gradcam.load_classifier({str(path)!r})\n"
         "print([layer.__class__.__name__ for layer in model.layers])\n"
     )

@@ -41,7 +41,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-SERVING = Path(__file__).resolve().parents[1] / "containers" / "serving"
+from conftest import REPO
+
+SERVING = REPO / "containers" / "serving"
 KUBERNETES_VERSION = "1.31"
 MODEL_NAME = "imgclf"
 GRPC_PORT = 8500

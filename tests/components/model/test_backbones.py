@@ -1,11 +1,12 @@
 import keras
 import numpy as np
 import pytest
-from conftest import IMAGE_SIZE, _prepare, colour_image
 
-from components import serving
-from components.backbones import BACKBONES, SCALINGS, CaffeScaling, get_backbone
-from components.train import TrainConfig, build_model
+from conftest import IMAGE_SIZE, _prepare, colour_image
+from imgclf.components.model.backbones import BACKBONES, SCALINGS, CaffeScaling, get_backbone
+from imgclf.components.serving import signature
+from imgclf.components.training.config import TrainConfig
+from imgclf.components.training.network import build_model
 
 # One size above every architecture's minimum, for those whose minimum exceeds IMAGE_SIZE.
 LARGER_SIZE = max(backbone.min_image_size for backbone in BACKBONES.values())
@@ -38,10 +39,10 @@ def test_every_backbone_trains_a_step_and_exports_for_serving(name, transforms, 
     assert np.isfinite(loss)
     assert not np.array_equal(before[0], model.get_layer("scores").get_weights()[0])
 
-    serving.export(model, transforms[size], ["blue", "green", "red"], size, str(tmp_path))
-    served = serving.ServedModel(str(tmp_path)).predict([colour_image((200, 30, 30), 0)])
-    assert served[serving.SCORES_KEY].shape == (1, 3)
-    np.testing.assert_allclose(served[serving.SCORES_KEY].sum(), 1.0, rtol=1e-5)
+    signature.export(model, transforms[size], ["blue", "green", "red"], size, str(tmp_path))
+    served = signature.ServedModel(str(tmp_path)).predict([colour_image((200, 30, 30), 0)])
+    assert served[signature.SCORES_KEY].shape == (1, 3)
+    np.testing.assert_allclose(served[signature.SCORES_KEY].sum(), 1.0, rtol=1e-5)
 
 
 def test_an_input_below_the_architectures_minimum_is_a_clear_error():

@@ -5,12 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from conftest import IMAGE_SIZE
 from PIL import Image
 
-from components import manifest
-from components.preprocess import LABEL_ID_KEY, TFRECORD_SUFFIX, preprocess, read_counts
-from components.rebalance import augmented_copy, copy_plan
+from conftest import IMAGE_SIZE
+from imgclf.components import manifest
+from imgclf.components.artifacts import TFRECORD_SUFFIX
+from imgclf.components.parameters import PreprocessSettings
+from imgclf.components.transform.features import LABEL_ID_KEY, read_counts
+from imgclf.components.transform.preprocess import preprocess
+from imgclf.components.transform.rebalance import augmented_copy, copy_plan
 
 
 def _train_rows(counts: dict[str, int]) -> pd.DataFrame:
@@ -62,8 +65,7 @@ def test_preprocess_writes_the_copies_into_train_only(prepared, tmp_path):
         str(tmp_path / "manifest"),
         str(examples),
         str(tmp_path / "transform"),
-        IMAGE_SIZE,
-        rebalance_to=target,
+        PreprocessSettings(image_size=IMAGE_SIZE, rebalance_to=target),
     )
     label_ids = collections.Counter(
         tf.train.Example.FromString(record.numpy())
@@ -83,6 +85,5 @@ def test_rebalancing_multi_label_data_is_refused(multi_label_prepared, tmp_path)
             multi_label_prepared["validated"],
             str(tmp_path / "examples"),
             str(tmp_path / "transform"),
-            IMAGE_SIZE,
-            rebalance_to=50,
+            PreprocessSettings(image_size=IMAGE_SIZE, rebalance_to=50),
         )

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from components import profile
+from imgclf.components.data import profile
 
 
 def _profile(labels, side=100, brightness=0.5):

@@ -2,11 +2,12 @@
 
 import pandas as pd
 import pytest
-from conftest import write_colour_tree
 
-from components import manifest, storage
-from components.ingest import ingest
-from components.validate import validate
+from conftest import write_colour_tree
+from imgclf.components import manifest, storage
+from imgclf.components.data.ingest import ingest
+from imgclf.components.data.validate import validate
+from imgclf.components.parameters import IngestSettings, ValidationRules
 
 
 def _upload(tree, bucket, prefix):
@@ -24,8 +25,10 @@ def test_a_bucket_gives_the_same_manifest_as_the_local_tree(gcs_bucket, tmp_path
     (tree / "red" / ".hidden.png").write_bytes(b"x")
     _upload(tree, gcs_bucket, "shop/items")
 
-    from_bucket = ingest("gs://photos/shop/items", str(tmp_path / "bucket-manifest"))
-    from_disk = ingest(str(tree), str(tmp_path / "disk-manifest"))
+    from_bucket = ingest(
+        IngestSettings("gs://photos/shop/items"), str(tmp_path / "bucket-manifest")
+    )
+    from_disk = ingest(IngestSettings(str(tree)), str(tmp_path / "disk-manifest"))
 
     assert from_bucket["uri"].str.startswith("gs://photos/shop/items/").all()
     relative = {
@@ -39,9 +42,7 @@ def test_a_bucket_gives_the_same_manifest_as_the_local_tree(gcs_bucket, tmp_path
         str(tmp_path / "bucket-manifest"),
         str(tmp_path / "validated"),
         str(tmp_path / "report.html"),
-        min_side=16,
-        min_images_per_class=1,
-        max_invalid_fraction=0.0,
+        ValidationRules(min_side=16, min_images_per_class=1, max_invalid_fraction=0.0),
     )
     assert result.quarantined == 0
     assert len(manifest.read(tmp_path / "validated")) == 18
@@ -49,7 +50,7 @@ def test_a_bucket_gives_the_same_manifest_as_the_local_tree(gcs_bucket, tmp_path
 
 def test_a_missing_bucket_prefix_is_a_clear_error(gcs_bucket, tmp_path):
     with pytest.raises(FileNotFoundError, match="gs://photos/nothing"):
-        ingest("gs://photos/nothing", str(tmp_path / "manifest"))
+        ingest(IngestSettings("gs://photos/nothing"), str(tmp_path / "manifest"))
 
 
 def test_a_listing_in_a_bucket_resolves_relative_uris_there(gcs_bucket, tmp_path):
@@ -61,13 +62,13 @@ def test_a_listing_in_a_bucket_resolves_relative_uris_there(gcs_bucket, tmp_path
     gcs_bucket.blob("shop/items/listing.csv").upload_from_string(
         "\n".join(["uri,label", *rows]) + "\n"
     )
-    from_listing = ingest("gs://photos/shop/items/listing.csv", str(tmp_path / "a"))
-    from_folders = ingest("gs://photos/shop/items", str(tmp_path / "b"))
+    from_listing = ingest(IngestSettings("gs://photos/shop/items/listing.csv"), str(tmp_path / "a"))
+    from_folders = ingest(IngestSettings("gs://photos/shop/items"), str(tmp_path / "b"))
     pd.testing.assert_frame_equal(from_listing, from_folders)
 
     gcs_bucket.blob("shop/items/escape.csv").upload_from_string("uri,label\n../../x.png,red\n")
     with pytest.raises(ValueError, match="points outside"):
-        ingest("gs://photos/shop/items/escape.csv", str(tmp_path / "c"))
+        ingest(IngestSettings("gs://photos/shop/items/escape.csv"), str(tmp_path / "c"))
 
 
 def test_files_that_must_outlive_a_killed_step_go_where_this_code_can_write_at_once(caplog):

@@ -4,60 +4,61 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from components import serving_config, serving_layout
-from pipelines import cli
+from imgclf.components import artifacts
+from imgclf.components.serving import layout, models_config
+from imgclf.pipelines import cli
 
 
 def _versions(root, count, model="m"):
     for _ in range(count):
-        staged = serving_layout.staging_dir(root, model)
+        staged = layout.staging_dir(root, model)
         (staged / "saved_model.pb").write_text("pb")
-        serving_layout.publish(str(staged), root, model)
+        layout.publish(str(staged), root, model)
 
 
 def _config(root) -> model_server_config_pb2.ModelServerConfig:
     config = model_server_config_pb2.ModelServerConfig()
-    text_format.Parse((Path(root) / serving_config.CONFIG_FILE).read_text(), config)
+    text_format.Parse((Path(root) / artifacts.MODELS_CONFIG).read_text(), config)
     return config
 
 
 def test_unpinned_pushes_serve_the_latest_as_stable(tmp_path):
     root = str(tmp_path)
     _versions(root, 2)
-    serving_config.record_push(root, "m", 2)
+    models_config.record_push(root, "m", 2)
     (entry,) = _config(root).model_config_list.config
     assert entry.name == "m" and entry.base_path == str(tmp_path / "m")
     assert entry.model_platform == "tensorflow"
     assert entry.model_version_policy.latest.num_versions == 1
     assert dict(entry.version_labels) == {"stable": 2}
-    assert serving_config.served_version(root, "m") == (2, str(tmp_path / "m" / "2"))
+    assert models_config.served_version(root, "m") == (2, str(tmp_path / "m" / "2"))
 
 
 def test_rollback_pins_stable_and_later_pushes_are_canaries(tmp_path):
     root = str(tmp_path)
     _versions(root, 3)
-    serving_config.record_push(root, "m", 3)
-    serving_config.pin(root, "m", 1)
-    assert serving_config.served_version(root, "m")[0] == 1  # the baseline evaluate uses
+    models_config.record_push(root, "m", 3)
+    models_config.pin(root, "m", 1)
+    assert models_config.served_version(root, "m")[0] == 1  # the baseline evaluate uses
 
     _versions(root, 1)
-    state = serving_config.record_push(root, "m", 4)
+    state = models_config.record_push(root, "m", 4)
     assert (state.stable, state.canary, state.pinned) == (1, 4, True)
     (entry,) = _config(root).model_config_list.config
     assert list(entry.model_version_policy.specific.versions) == [1, 4]
     assert dict(entry.version_labels) == {"stable": 1, "canary": 4}
 
-    serving_config.pin(root, "m", 4)  # promote the canary
-    assert serving_config.read_state(root, "m").stable == 4
+    models_config.pin(root, "m", 4)  # promote the canary
+    assert models_config.read_state(root, "m").stable == 4
 
 
 def test_models_keep_their_own_entries(tmp_path):
     root = str(tmp_path)
     _versions(root, 1, "cats")
     _versions(root, 1, "dogs")
-    serving_config.record_push(root, "cats", 1)
-    serving_config.record_push(root, "dogs", 1)
-    serving_config.pin(root, "dogs", 1)
+    models_config.record_push(root, "cats", 1)
+    models_config.record_push(root, "dogs", 1)
+    models_config.pin(root, "dogs", 1)
     entries = {e.name: e for e in _config(root).model_config_list.config}
     assert entries["cats"].model_version_policy.HasField("latest")
     assert entries["dogs"].model_version_policy.HasField("specific")
@@ -66,16 +67,16 @@ def test_models_keep_their_own_entries(tmp_path):
 def test_pinning_a_missing_version_names_the_existing_ones(tmp_path):
     _versions(str(tmp_path), 2)
     with pytest.raises(ValueError, match="no complete version 7 .* versions: 1, 2"):
-        serving_config.pin(str(tmp_path), "m", 7)
+        models_config.pin(str(tmp_path), "m", 7)
 
 
 def test_retention_keeps_the_pinned_version(tmp_path):
     root = str(tmp_path)
     _versions(root, 5)
-    serving_config.pin(root, "m", 1)
-    protected = frozenset(serving_config.protected_versions(root, "m"))
-    assert serving_layout.prune(root, "m", keep=2, protected=protected) == [2, 3]
-    assert serving_layout.list_versions(root, "m") == [1, 4, 5]
+    models_config.pin(root, "m", 1)
+    protected = frozenset(models_config.protected_versions(root, "m"))
+    assert layout.prune(root, "m", keep=2, protected=protected) == [2, 3]
+    assert layout.list_versions(root, "m") == [1, 4, 5]
 
 
 def test_rollback_cli(tmp_path, capsys):
@@ -90,8 +91,8 @@ def test_rollback_cli(tmp_path, capsys):
 def test_a_bucket_root_gets_its_models_config(gcs_bucket):
     root = "gs://photos/serving"
     _versions(root, 2)
-    serving_config.record_push(root, "m", 2)
-    serving_config.pin(root, "m", 1)
+    models_config.record_push(root, "m", 2)
+    models_config.pin(root, "m", 1)
     text = gcs_bucket.blob("serving/models.config").download_as_bytes().decode()
     assert 'base_path: "gs://photos/serving/m"' in text
-    assert serving_config.served_version(root, "m") == (1, "gs://photos/serving/m/1")
+    assert models_config.served_version(root, "m") == (1, "gs://photos/serving/m/1")

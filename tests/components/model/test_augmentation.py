@@ -5,8 +5,12 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from components.augmentation import augmentation_layers, batch_mixing, parse_augmentations
-from components.random_affine import RandomAffine, affine_transform_rows
+from imgclf.components.model.augmentation import (
+    augmentation_layers,
+    batch_mixing,
+    parse_augmentations,
+)
+from imgclf.components.model.random_affine import RandomAffine, affine_transform_rows
 
 
 def _gradient_image(size=8) -> np.ndarray:
