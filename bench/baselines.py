@@ -10,7 +10,7 @@ import pandas as pd
 import tensorflow as tf
 from PIL import Image
 
-from components import preprocess
+from imgclf.components.transform import features
 
 # The seeds' augmentation, in ImageDataGenerator's terms, matching AUGMENTATIONS in run.py:
 # horizontal flips, rotation up to 18 degrees, zoom up to 10%.
@@ -43,12 +43,12 @@ def decode_resize_write_loop(rows: pd.DataFrame, path: Path, image_size: int) ->
     options = tf.io.TFRecordOptions(compression_type="GZIP")
     with tf.io.TFRecordWriter(str(path), options) as writer:
         for uri, label in zip(rows["uri"], rows["label"], strict=True):
-            image = preprocess.decode_and_resize(Path(uri).read_bytes(), image_size)
+            image = features.decode_and_resize(Path(uri).read_bytes(), image_size)
             feature = {
-                preprocess.IMAGE_KEY: tf.train.Feature(
+                features.IMAGE_KEY: tf.train.Feature(
                     bytes_list=tf.train.BytesList(value=[tf.io.serialize_tensor(image).numpy()])
                 ),
-                preprocess.LABEL_ID_KEY: tf.train.Feature(
+                features.LABEL_ID_KEY: tf.train.Feature(
                     int64_list=tf.train.Int64List(value=[labels[label]])
                 ),
             }

@@ -3,9 +3,9 @@ Keras backend.
 
 ``make bench`` measures this through the real train step, which needs TensorFlow. This script
 is for machines that have a GPU but no TensorFlow (a JAX or PyTorch image): it builds the
-train step's classifier (``components.classifier``) and fine-tunes it as stage 2 does (the
-whole backbone trainable, BatchNormalization frozen) on random uint8 images held in memory, so
-it measures the model's step alone, not the input pipeline.
+train step's classifier (``imgclf.components.model.classifier``) and fine-tunes it as stage 2
+does (the whole backbone trainable, BatchNormalization frozen) on random uint8 images held in
+memory, so it measures the model's step alone, not the input pipeline.
 
     KERAS_BACKEND=jax python -m bench.gpu_training_speed --weights PATH [--batch-sizes 32,256]
 """
@@ -20,9 +20,10 @@ import time
 import keras
 import numpy as np
 
-from components.augmentation import DEFAULT_AUGMENTATIONS, augmentation_layers
-from components.backbones import get_backbone
-from components.classifier import classifier, unfreeze_top
+from imgclf.components.model.augmentation import augmentation_layers
+from imgclf.components.model.backbones import get_backbone
+from imgclf.components.model.classifier import classifier, unfreeze_top
+from imgclf.components.parameters import TrainSettings
 
 CLASSES = 10
 IMAGE_SIZE = 224
@@ -53,7 +54,7 @@ def fine_tuning_model(backbone_name: str, weights: str | None, alpha: float, pol
     try:
         backbone = spec.build((IMAGE_SIZE, IMAGE_SIZE, 3), weights, alpha)
         unfreeze_top(backbone, 1.0)
-        layers = augmentation_layers(DEFAULT_AUGMENTATIONS)
+        layers = augmentation_layers(TrainSettings().augmentations)
         model = classifier(spec, backbone, layers, DROPOUT, CLASSES)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)

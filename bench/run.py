@@ -33,16 +33,17 @@ import tensorflow_transform as tft  # noqa: E402
 
 from bench import baselines  # noqa: E402
 from bench.gpu_training_speed import EpochSeconds  # noqa: E402
-from components import augmentation, manifest, preprocess, serving  # noqa: E402
-from components.ingest import ingest  # noqa: E402
-from components.train import (  # noqa: E402
-    TrainConfig,
-    build_model,
-    fit_stages,
-    make_dataset,
-    new_result,
-    precision_policy,
-)
+from imgclf.components import manifest  # noqa: E402
+from imgclf.components.data.ingest import ingest  # noqa: E402
+from imgclf.components.model import augmentation  # noqa: E402
+from imgclf.components.parameters import IngestSettings, PreprocessSettings  # noqa: E402
+from imgclf.components.serving import signature  # noqa: E402
+from imgclf.components.training.config import TrainConfig  # noqa: E402
+from imgclf.components.training.dataset import make_dataset  # noqa: E402
+from imgclf.components.training.hardware import precision_policy  # noqa: E402
+from imgclf.components.training.network import build_model  # noqa: E402
+from imgclf.components.training.stages import fit_stages, new_result  # noqa: E402
+from imgclf.components.transform import features, preprocess  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(work)
         photos, source = baselines.photo_tree(CLOTHING, work / "photos")
         log.info("Images: %s", source)
-        full = ingest(str(photos), str(work / "manifest"))
+        full = ingest(IngestSettings(str(photos)), str(work / "manifest"))
         comparisons = []
         if chosen & {"preprocess", "input", "training", "serving"}:
             comparisons += preprocess_benchmarks(full, work, args.repeats, scale)
@@ -189,7 +190,10 @@ def preprocess_benchmarks(full, work: Path, repeats: int, scale: float) -> list[
         out = work / f"preprocess-{repeat}"
         started = time.perf_counter()
         preprocess.preprocess(
-            str(subset), str(out / "examples"), str(out / "transform"), IMAGE_SIZE
+            str(subset),
+            str(out / "examples"),
+            str(out / "transform"),
+            PreprocessSettings(image_size=IMAGE_SIZE),
         )
         ours.append(images / (time.perf_counter() - started))
         started = time.perf_counter()
@@ -260,24 +264,32 @@ def training_input_benchmarks(
     seeds = [_images_per_second(generator, batches) for _ in range(repeats)]
     generator = baselines.seed_image_generator(photos / "train", IMAGE_SIZE, BATCH_SIZE, {})
     seeds_plain = [_images_per_second(generator, batches) for _ in range(repeats)]
-    with_augmentation = Comparison(
-        f"Training input: {batches} batches of {BATCH_SIZE} at {IMAGE_SIZE}px, augmented "
-        f"({AUGMENTATIONS})",
-        Figure("TFRecords -> tf.data -> Keras augmentation layers", "images/s", ours),
-        Figure("ImageDataGenerator.flow_from_directory on the JPEGs", "images/s", seeds),
-        higher_is_better=True,
-        target_ratio=10.0,
-        note="both after a warm-up batch; ours reads the split cached in memory after its "
-        "first pass, as training does when it fits",
+    title = f"{batches} batches of {BATCH_SIZE} at {IMAGE_SIZE}px"
+    seeds_name = "ImageDataGenerator.flow_from_directory on the JPEGs"
+    warm_up = (
+        "both after a warm-up batch; ours reads the split cached in memory after its first "
+        "pass, as training does when it fits"
     )
-    without = Comparison(
-        f"Training input without augmentation: {batches} batches of {BATCH_SIZE} at {IMAGE_SIZE}px",
-        Figure("TFRecords -> tf.data", "images/s", plain),
-        Figure("ImageDataGenerator.flow_from_directory on the JPEGs", "images/s", seeds_plain),
-        higher_is_better=True,
-        target_ratio=10.0,
-    )
-    return [with_augmentation, without]
+    return [
+        Comparison(
+            f"Training input{kind}: {title}",
+            Figure(ours_name, "images/s", ours_figures),
+            Figure(seeds_name, "images/s", seeds_figures),
+            higher_is_better=True,
+            target_ratio=10.0,
+            note=note,
+        )
+        for kind, ours_name, ours_figures, seeds_figures, note in (
+            (
+                f", augmented ({AUGMENTATIONS})",
+                "TFRecords -> tf.data -> Keras augmentation layers",
+                ours,
+                seeds,
+                warm_up,
+            ),
+            (" without augmentation", "TFRecords -> tf.data", plain, seeds_plain, ""),
+        )
+    ]
 
 
 def training_speed_benchmark(work: Path, repeats: int, scale: float) -> Comparison:
@@ -285,7 +297,7 @@ def training_speed_benchmark(work: Path, repeats: int, scale: float) -> Comparis
     picks, against the other: float32 on a GPU, where auto computes in mixed_float16;
     mixed_float16 on a CPU, where auto keeps float32."""
     out = work / "preprocess-0"
-    train_images = preprocess.read_counts(str(out / "examples"))["train"]
+    train_images = features.read_counts(str(out / "examples"))["train"]
     gpu = bool(tf.config.list_logical_devices("GPU"))
     # Epochs of a few seconds on either device: float16 trains about 60 images/s on 2 CPU cores.
     batches = max(1, min(int((100 if gpu else 10) * scale), train_images // BATCH_SIZE))
@@ -323,7 +335,7 @@ def _fine_tuning_images_per_second(
     )
     examples = str(out / "examples")
     transform = tft.TFTransformOutput(str(out / "transform"))
-    class_names = [n.decode() for n in transform.vocabulary_by_name(preprocess.LABEL_VOCABULARY)]
+    class_names = features.class_names(transform)
     result = new_result(examples, class_names, False, config)
     train_data = make_dataset(examples, "train", transform, config, training=True)
     for _ in train_data:  # fills the in-memory cache, which training reads after its first epoch
@@ -340,19 +352,16 @@ def serving_benchmark(work: Path, repeats: int, scale: float) -> Comparison:
     calls = max(20, int(200 * scale))
     out = work / "preprocess-0"
     transform_dir = str(out / "transform")
-    vocabulary = tft.TFTransformOutput(transform_dir).vocabulary_by_name(
-        preprocess.LABEL_VOCABULARY
-    )
-    class_names = [name.decode() for name in vocabulary]
+    class_names = features.class_names(tft.TFTransformOutput(transform_dir))
     config = TrainConfig(weights="none", alpha=0.25, image_size=IMAGE_SIZE, augmentations="none")
     model, _ = build_model(config, len(class_names))
     export_dir = str(work / "served")
-    serving.export(model, transform_dir, class_names, IMAGE_SIZE, export_dir)
-    served = serving.ServedModel(export_dir)
+    signature.export(model, transform_dir, class_names, IMAGE_SIZE, export_dir)
+    served = signature.ServedModel(export_dir)
     test = manifest.split_rows(manifest.read(work / "subset"), "test")
     raw = [Path(uri).read_bytes() for uri in test["uri"][:8]]
     tensors = [
-        tf.cast(preprocess.decode_and_resize(data, IMAGE_SIZE), tf.float32)[tf.newaxis]
+        tf.cast(features.decode_and_resize(data, IMAGE_SIZE), tf.float32)[tf.newaxis]
         for data in raw
     ]
     bare = tf.function(lambda images: model(images, training=False))
@@ -465,7 +474,7 @@ def _imgclf_run(photos: Path, out: Path, config: TrainConfig, seed: int) -> str:
         [
             sys.executable,
             "-m",
-            "pipelines.cli",
+            "imgclf.pipelines.cli",
             "run",
             *("--data", str(photos), "--pipeline-root", str(out / "runs")),
             *("--serving-dir", str(out / "serving"), "--min-accuracy", "0"),
@@ -523,9 +532,10 @@ def _peak_memory_of_preprocess(manifest_dir: Path, out: Path) -> int:
     """Bytes: the peak resident memory of a fresh process that runs preprocess."""
     code = (
         "import resource, sys\n"
-        "from components.preprocess import preprocess\n"
+        "from imgclf.components.parameters import PreprocessSettings\n"
+        "from imgclf.components.transform.preprocess import preprocess\n"
         f"preprocess({str(manifest_dir)!r}, {str(out / 'examples')!r}, "
-        f"{str(out / 'transform')!r}, {IMAGE_SIZE})\n"
+        f"{str(out / 'transform')!r}, PreprocessSettings(image_size={IMAGE_SIZE}))\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
     result = subprocess.run(
