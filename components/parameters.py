@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from imgclf.components import storage
+
 REQUIRED = dataclasses.MISSING
 
 BACKBONES = (
@@ -62,6 +64,9 @@ TUNE_ALGORITHMS = ("random", "bayesian", "hyperband")
 REGRESSION_METRICS = ("accuracy", "macro_f1", "macro_average_precision")
 # What a comma-separated setting (augmentations, tflite) takes to mean "none of them".
 NONE = "none"
+# data_uri's bundled samples (sample:digits) and weights' words, beside locations.
+SAMPLE_PREFIX = "sample:"
+NAMED_WEIGHTS = ("imagenet", "none")
 
 
 @dataclass(frozen=True)
@@ -206,6 +211,12 @@ def parse(kind: type, value: Any) -> Any:
     return str(value)
 
 
+def _check_location(name: str, uri: str) -> None:
+    error = storage.location_error(uri)
+    if error:
+        raise ValueError(f"{name}: {error}")
+
+
 def _check(declared: dataclasses.Field, value: Any) -> None:
     meta = declared.metadata
     if isinstance(value, str) and any(c in '"\\' or ord(c) < 32 for c in value):
@@ -242,6 +253,10 @@ class ServingTarget(Settings):
         "the model's folder under serving_root and its name in TF Serving",
     )
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_location("serving_root", self.serving_root)
+
 
 @dataclass
 class IngestSettings(Settings):
@@ -275,6 +290,8 @@ class IngestSettings(Settings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not self.data_uri.startswith(SAMPLE_PREFIX):
+            _check_location("data_uri", self.data_uri)
         if self.train_fraction + self.validation_fraction >= 1:
             raise ValueError(
                 f"train_fraction + validation_fraction = "
@@ -489,6 +506,11 @@ class TrainSettings(Settings):
         each_of=QUANTIZATIONS,
         item="TFLite quantisation",
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.weights.lower() not in NAMED_WEIGHTS:
+            _check_location("weights", self.weights)
 
 
 @dataclass

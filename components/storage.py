@@ -1,4 +1,4 @@
-"""File I/O for local paths and ``gs://`` URIs.
+"""File I/O for local paths and ``gs://`` URIs, and what counts as either.
 
 Steps address data by URI so that the same code reads a local folder in a test and a bucket on
 a cluster. Google Cloud Storage goes through google-cloud-storage with credentials from the
@@ -10,14 +10,37 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 GCS_SCHEME = "gs://"
+SUPPORTED = "a local path or gs://BUCKET/PATH"
+# "s3:", "ftp:", "minio:": what a URI's scheme looks like (RFC 3986), before its "//".
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+# GCS bucket names: 3 to 63 lowercase letters, digits, dots, dashes and underscores.
+_GCS_URI = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,61}[a-z0-9](/.*)?$")
 
 
 def is_gcs(uri: str) -> bool:
     return uri.startswith(GCS_SCHEME)
+
+
+def location_error(uri: str) -> str | None:
+    """Why ``uri`` is no location this code can read and write, in one sentence, or None.
+
+    Anything with a scheme but ``gs://`` is refused here, before any work: a path such as
+    ``s3:/bucket`` taken as local would quietly write to the pod's own disk."""
+    if uri.startswith("gs:"):
+        if _GCS_URI.match(uri):
+            return None
+        return f"{uri!r} is not a gs://BUCKET/PATH URI; supported: {SUPPORTED}."
+    if _SCHEME.match(uri):
+        scheme = uri.split(":", 1)[0]
+        return f"{uri!r}: the scheme {scheme}: is not supported; supported: {SUPPORTED}."
+    if not uri.strip():
+        return f"an empty location; supported: {SUPPORTED}."
+    return None
 
 
 def split_gcs_uri(uri: str) -> tuple[str, str]:

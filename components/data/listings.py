@@ -117,7 +117,13 @@ def _listed_labels(record: dict, where: str) -> list[str]:
 
 
 def _resolve(base: str, uri: str, where: str) -> str:
-    """An absolute URI as is; a relative one under ``base``, refusing ``..`` escapes."""
+    """An absolute URI as is; a relative one under ``base``, refusing ``..`` escapes and
+    URIs of a scheme that cannot be read (a file name may hold a colon, so only ``scheme://``
+    and ``gs:`` count as schemes here)."""
+    if "://" in uri or uri.startswith("gs:"):
+        error = storage.location_error(uri)
+        if error:
+            raise ValueError(f"{where}: {error}")
     if storage.is_gcs(uri) or (not storage.is_gcs(base) and Path(uri).is_absolute()):
         return uri
     if storage.is_gcs(base):

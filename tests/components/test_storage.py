@@ -77,3 +77,26 @@ def test_files_that_must_outlive_a_killed_step_go_where_this_code_can_write_at_o
     assert storage.durable_location("/mnt/runs/train/checkpoints", local).startswith("/mnt/")
     assert storage.durable_location("minio://b/run/train/checkpoints", local) == local
     assert "survive only if the step succeeds" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "uri, reason",
+    [
+        ("s3://bucket/models", "the scheme s3: is not supported"),
+        ("s3:/typo", "the scheme s3: is not supported"),
+        ("ftp://host/photos", "the scheme ftp: is not supported"),
+        ("minio://mlpipeline/v2", "the scheme minio: is not supported"),
+        ("gs:/photos", "is not a gs://BUCKET/PATH URI"),
+        ("gs://Photos/x", "is not a gs://BUCKET/PATH URI"),
+        ("gs://", "is not a gs://BUCKET/PATH URI"),
+        ("", "an empty location"),
+    ],
+)
+def test_a_location_of_an_unknown_or_malformed_scheme_is_refused_in_one_sentence(uri, reason):
+    error = storage.location_error(uri)
+    assert reason in error and error.endswith("supported: a local path or gs://BUCKET/PATH.")
+
+
+@pytest.mark.parametrize("uri", ["gs://photos", "gs://photos/a/b.png", "/data/x", "rel/x", "./a:b"])
+def test_local_paths_and_gs_uris_are_locations(uri):
+    assert storage.location_error(uri) is None

@@ -191,3 +191,25 @@ def test_the_readme_lists_every_parameter_as_declared():
 def _subparser(name: str) -> argparse.ArgumentParser:
     commands = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
     return commands.choices[name]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--serving-dir", "s3://bucket/models"],
+            "serving_root: 's3://bucket/models': the scheme s3:",
+        ),
+        (["--data", "ftp://host/photos"], "data_uri: 'ftp://host/photos': the scheme ftp:"),
+        (["--weights", "gs:/typo/w.h5"], "weights: 'gs:/typo/w.h5' is not a gs://BUCKET/PATH URI"),
+    ],
+)
+def test_a_location_nothing_can_read_is_refused_before_anything_is_written(
+    tmp_path, monkeypatch, capsys, flags, message
+):
+    """Taken as a local path, s3://bucket/models became a folder ./s3:/bucket/models on the
+    pod's disk and every run "pushed" a first model there."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

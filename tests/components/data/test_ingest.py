@@ -195,6 +195,7 @@ def test_a_jsonl_listing_with_splits_and_absolute_paths(tmp_path):
         ("uri,label,labels\na.png,cat,cat|dog\n", "line 2: has 'label' where"),
         ("uri,label,split\na.png,cat,holdout\n", "split 'holdout' is not one of"),
         ("uri,label,split\na.png,cat,train\nb.png,dog,\n", "a split for every row or for none"),
+        ("uri,label\na.png,cat\nftp://host/b.png,dog\n", "line 3: 'ftp://host/b.png': the scheme"),
     ],
 )
 def test_bad_listings_are_refused_with_the_line(tmp_path, content, message):
