@@ -42,24 +42,45 @@ def ingest(
     ``output_uri`` is where ``output_dir`` is reachable from other steps (a ``gs://`` URI on a
     cluster); sample images rendered into ``output_dir`` are recorded under it.
     """
-    snapshot = parse_snapshot(settings.data_snapshot) if settings.data_snapshot else None
-    data_uri = settings.data_uri
-    rendered_now = data_uri == SAMPLE_DIGITS
-    if rendered_now:
-        render_sample_digits(Path(output_dir) / artifacts.SAMPLE_FOLDER)
-        data_uri = storage.join(output_uri or output_dir, artifacts.SAMPLE_FOLDER)
-    elif data_uri.startswith("sample:"):
-        raise ValueError(f"Unknown sample {data_uri!r}: the bundled sample is {SAMPLE_DIGITS!r}.")
-    if not storage.is_gcs(data_uri):
-        data_uri = str(Path(data_uri).resolve())
-    labelled = read_listing(data_uri) if is_listing(data_uri) else list_labelled_files(data_uri)
-    if snapshot is not None and not rendered_now:
-        labelled = as_of(snapshot, labelled)
-    log.info("Found %d files under %s; reading them", len(labelled), data_uri)
-    frame = _manifest_of(labelled, settings)
+    if settings.data_uri == SAMPLE_DIGITS:
+        frame = _rendered_sample(settings, output_dir, output_uri)
+    elif settings.data_uri.startswith("sample:"):
+        raise ValueError(
+            f"Unknown sample {settings.data_uri!r}: the bundled sample is {SAMPLE_DIGITS!r}."
+        )
+    else:
+        frame = _manifest_of(_listed(settings), settings)
     manifest.write(frame, output_dir)
     (Path(output_dir) / artifacts.INGEST_RECORD).write_text(json.dumps(asdict(settings), indent=2))
     log.info("Manifest: %s images per split", manifest.counts_by_split(frame))
+    return frame
+
+
+def _listed(settings: IngestSettings) -> list[tuple]:
+    """``(uri, label, split or None)`` of every file the data URI names, as of the snapshot."""
+    data_uri = settings.data_uri
+    if not storage.is_gcs(data_uri):
+        data_uri = str(Path(data_uri).resolve())
+    labelled = read_listing(data_uri) if is_listing(data_uri) else list_labelled_files(data_uri)
+    if settings.data_snapshot:
+        labelled = as_of(parse_snapshot(settings.data_snapshot), labelled)
+    log.info("Found %d files under %s; reading them", len(labelled), data_uri)
+    return labelled
+
+
+def _rendered_sample(
+    settings: IngestSettings, output_dir: str, output_uri: str | None
+) -> pd.DataFrame:
+    """The bundled sample, rendered into the manifest artifact now (whatever the snapshot) and
+    recorded under ``output_uri``, where later steps (other pods on a cluster) find it. It is
+    read back from ``output_dir``: KFP's launcher uploads the artifact to its URI only after the
+    step exits, so nothing is there yet."""
+    sample_dir = (Path(output_dir) / artifacts.SAMPLE_FOLDER).resolve()
+    render_sample_digits(sample_dir)
+    frame = _manifest_of(list_labelled_files(str(sample_dir)), settings)
+    if output_uri:
+        reachable = storage.join(output_uri, artifacts.SAMPLE_FOLDER)
+        frame["uri"] = reachable + frame["uri"].str.removeprefix(str(sample_dir))
     return frame
 
 

@@ -86,6 +86,24 @@ def test_sample_digits_renders_the_bundled_dataset(tmp_path):
     assert frame["uri"].str.startswith(str(tmp_path / "out" / "sample-digits")).all()
 
 
+def test_the_sample_is_read_where_it_was_rendered_and_recorded_where_the_artifact_will_be(
+    tmp_path, gcs_bucket
+):
+    """KFP's v2 launcher uploads a step's output artifacts to their URIs only after the step
+    exits (kubeflow/pipelines backend/src/v2/component/launcher_v2.go, ``executeV2``:
+    ``execute`` runs the step, then ``uploadOutputArtifactsWithRetry``): ingest must read the
+    images it renders from the artifact's local path, and record them under its URI for the
+    steps that come after."""
+    artifact_uri = "gs://photos/pipeline-root/imgclf/ingest/manifest"
+    frame = ingest(IngestSettings(SAMPLE_DIGITS), str(tmp_path / "out"), artifact_uri)
+    assert len(frame) == 1797
+    assert frame["uri"].str.startswith(f"{artifact_uri}/sample-digits/").all()
+    assert list(gcs_bucket.client.list_blobs("photos")) == [], "the step wrote to the store itself"
+    local = ingest(IngestSettings(SAMPLE_DIGITS), str(tmp_path / "local"))
+    assert frame["sha256"].tolist() == local["sha256"].tolist()
+    assert frame["split"].tolist() == local["split"].tolist()
+
+
 def test_hash_split_respects_fractions():
     shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(5000)]
     splits = pd.Series([hash_split(s, 0.7, 0.2) for s in shas]).value_counts(normalize=True)
