@@ -6,14 +6,14 @@ import io
 import itertools
 import json
 import os
-import socket
-import threading
-from http import HTTPStatus
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+import emulators
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -205,53 +205,77 @@ def multi_label_model(tmp_path_factory, multi_label_prepared) -> str:
     )
 
 
+@pytest.fixture(scope="session")
+def s3_emulator():
+    """moto's S3 server (the protocol MinIO speaks), one per test worker."""
+    with emulators.s3_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """fake-gcs-server, one per test worker."""
+    with emulators.gcs_server() as server:
+        yield server
+
+
+@dataclass
+class Bucket:
+    """A fresh bucket on an emulator, named by ``root`` (``gs://…`` or ``s3://…``), with an
+    fsspec client of its own to put and look at objects as another program would."""
+
+    root: str
+    fs: object
+
+    def key(self, name: str) -> str:
+        return f"{self.root.split('://', 1)[1]}/{name}"
+
+    def put(self, name: str, data: bytes | str) -> None:
+        self.fs.pipe_file(self.key(name), data.encode() if isinstance(data, str) else data)
+
+    def put_tree(self, tree: Path, prefix: str) -> None:
+        for path in sorted(p for p in tree.rglob("*") if p.is_file()):
+            self.put(f"{prefix}/{path.relative_to(tree).as_posix()}", path.read_bytes())
+
+    def read(self, name: str) -> bytes:
+        return self.fs.cat_file(self.key(name))
+
+    def names(self, prefix: str) -> set[str]:
+        start = len(self.key(""))
+        return {found[start:] for found in self.fs.find(self.key(prefix))}
+
+
+_bucket_numbers = itertools.count()
+
+
+def _fresh_bucket(server, scheme: str, monkeypatch) -> Bucket:
+    for name, value in server.env.items():
+        monkeypatch.setenv(name, value)
+    name = f"photos-{os.getpid()}-{next(_bucket_numbers)}"
+    server.make_bucket(name)
+    if scheme == "s3":
+        import s3fs
+
+        fs = s3fs.S3FileSystem(use_listings_cache=False, skip_instance_cache=True)
+    else:
+        import gcsfs
+
+        fs = gcsfs.GCSFileSystem(token="anon", use_listings_cache=False, skip_instance_cache=True)
+    return Bucket(f"{scheme}://{name}", fs)
+
+
 @pytest.fixture
-def gcs_bucket(monkeypatch):
-    """An empty bucket ``photos`` on an in-memory emulator; yields a google-cloud-storage
-    bucket handle."""
-    from gcp_storage_emulator.server import create_server
-    from google.cloud import storage as gcs
-
-    from imgclf.components import storage
-
-    _honour_create_only_preconditions(monkeypatch)
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        port = probe.getsockname()[1]
-    server = create_server("localhost", port, in_memory=True, default_bucket="photos")
-    server.start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://localhost:{port}")
-    storage.gcs_client.cache_clear()
-    try:
-        yield gcs.Client().bucket("photos")
-    finally:
-        storage.gcs_client.cache_clear()
-        server.stop()
+def gcs_bucket(gcs_emulator, monkeypatch) -> Bucket:
+    return _fresh_bucket(gcs_emulator, "gs", monkeypatch)
 
 
-def _honour_create_only_preconditions(monkeypatch) -> None:
-    """Teaches the emulator GCS's ``ifGenerationMatch=0`` (create the object only if none
-    exists, else 412), which it ignores and which our version claims rely on."""
-    from gcp_storage_emulator import server
-    from gcp_storage_emulator.exceptions import NotFound
-    from gcp_storage_emulator.handlers import objects
+@pytest.fixture
+def s3_bucket(s3_emulator, monkeypatch) -> Bucket:
+    return _fresh_bucket(s3_emulator, "s3", monkeypatch)
 
-    original = objects.insert
-    lock = threading.Lock()
 
-    def insert(request, response, storage, *args, **kwargs):
-        if request.query.get("ifGenerationMatch") != ["0"]:
-            return original(request, response, storage, *args, **kwargs)
-        name = request.query["name"][0] if "name" in request.query else None
-        name = name or request.data["meta"]["name"]
-        with lock:
-            try:
-                storage.get_file_obj(request.params["bucket_name"], name)
-            except NotFound:
-                return original(request, response, storage, *args, **kwargs)
-            response.status = HTTPStatus.PRECONDITION_FAILED
-
-    monkeypatch.setattr(objects, "insert", insert)
-    for _, handlers in server.HANDLERS:
-        if handlers.get("POST") is original:
-            monkeypatch.setitem(handlers, "POST", insert)
+@pytest.fixture(params=["gs", "s3"])
+def bucket(request, monkeypatch) -> Bucket:
+    """A fresh bucket on each store: GCS (fake-gcs-server) and S3 (moto)."""
+    server = request.getfixturevalue("gcs_emulator" if request.param == "gs" else "s3_emulator")
+    return _fresh_bucket(server, request.param, monkeypatch)

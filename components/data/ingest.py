@@ -1,6 +1,6 @@
 """Ingest: turn a data URI into a manifest of every image with its label and split.
 
-Sources: a class-per-folder tree (local or ``gs://``), optionally already split into
+Sources: a class-per-folder tree (a local path or a bucket prefix), optionally already split into
 ``train/``, ``val|validation|valid/`` and ``test/`` folders; a listing (``listings``); or the
 bundled ``sample:digits`` (``sample``). Without split folders or a split column, splits come
 from content hashes (``splits``). A data snapshot (``snapshot``) leaves out files changed after
@@ -39,7 +39,7 @@ def ingest(
     """Writes ``manifest.csv``, and what was asked for (``ingest.json``), into ``output_dir``
     and returns the manifest.
 
-    ``output_uri`` is where ``output_dir`` is reachable from other steps (a ``gs://`` URI on a
+    ``output_uri`` is where ``output_dir`` is reachable from other steps (an object-store URI on a
     cluster); sample images rendered into ``output_dir`` are recorded under it.
     """
     if settings.data_uri == SAMPLE_DIGITS:
@@ -59,7 +59,7 @@ def ingest(
 def _listed(settings: IngestSettings) -> list[tuple]:
     """``(uri, label, split or None)`` of every file the data URI names, as of the snapshot."""
     data_uri = settings.data_uri
-    if not storage.is_gcs(data_uri):
+    if not storage.is_remote(data_uri):
         data_uri = str(Path(data_uri).resolve())
     labelled = read_listing(data_uri) if is_listing(data_uri) else list_labelled_files(data_uri)
     if settings.data_snapshot:

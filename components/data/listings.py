@@ -119,15 +119,15 @@ def _listed_labels(record: dict, where: str) -> list[str]:
 def _resolve(base: str, uri: str, where: str) -> str:
     """An absolute URI as is; a relative one under ``base``, refusing ``..`` escapes and
     URIs of a scheme that cannot be read (a file name may hold a colon, so only ``scheme://``
-    and ``gs:`` count as schemes here)."""
-    if "://" in uri or uri.startswith("gs:"):
+    and ``gs:`` or ``s3:`` count as schemes here)."""
+    if "://" in uri or uri.startswith(("gs:", "s3:")):
         error = storage.location_error(uri)
         if error:
             raise ValueError(f"{where}: {error}")
-    if storage.is_gcs(uri) or (not storage.is_gcs(base) and Path(uri).is_absolute()):
+    if storage.is_remote(uri) or (not storage.is_remote(base) and Path(uri).is_absolute()):
         return uri
-    if storage.is_gcs(base):
-        bucket, prefix = storage.split_gcs_uri(base)
+    if storage.is_remote(base):
+        store, bucket, prefix = storage.split_bucket_uri(base)
         prefix = prefix.strip("/")
         joined = posixpath.normpath(posixpath.join(prefix, uri))
         joined = "" if joined == "." else joined
@@ -135,7 +135,7 @@ def _resolve(base: str, uri: str, where: str) -> str:
             inside = joined == prefix or joined.startswith(prefix + "/")
         else:  # a listing at the bucket's root: anything that does not climb out
             inside = joined != ".." and not joined.startswith("../")
-        resolved = f"{storage.GCS_SCHEME}{bucket}/{joined}".rstrip("/")
+        resolved = f"{store}://{bucket}/{joined}".rstrip("/")
     else:
         resolved_path = (Path(base) / uri).resolve()
         inside = resolved_path.is_relative_to(Path(base).resolve())

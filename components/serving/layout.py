@@ -2,10 +2,11 @@
 
 TF Serving serves the highest integer version it finds and ignores other names. On a local or
 mounted path a version is assembled under a hidden name and renamed into place, so a watcher
-polling the root never sees it half-written. GCS has no rename: a version number is claimed
-with an object created under a precondition (``.claims/<version>``, which TF Serving ignores),
-and the files are uploaded with ``saved_model.pb`` last, so a version is loadable only once it
-is whole; :func:`latest_version` skips versions without it.
+polling the root never sees it half-written. Object stores (GCS, S3, MinIO) have no rename: a
+version number is claimed with an object created under a condition (``.claims/<version>``,
+which TF Serving ignores; GCS ``ifGenerationMatch=0``, S3 ``If-None-Match: *``), and the files
+are uploaded with ``saved_model.pb`` last, so a version is loadable only once it is whole;
+:func:`latest_version` skips versions without it.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def latest_version(serving_root: str, model_name: str) -> tuple[int, str] | None
 
 def staging_dir(serving_root: str, model_name: str) -> Path:
     """Where to assemble a version: a hidden folder beside the versions (same filesystem, so
-    the final rename is atomic), or a local temporary folder for a GCS root."""
-    if storage.is_gcs(serving_root):
+    the final rename is atomic), or a local temporary folder for a root on a store."""
+    if storage.is_remote(serving_root):
         return Path(tempfile.mkdtemp(prefix="imgclf-staging-"))
     path = Path(serving_root) / model_name / f".staging-{uuid.uuid4().hex}"
     path.mkdir(parents=True)
@@ -52,8 +53,8 @@ def publish(staged_dir: str, serving_root: str, model_name: str) -> tuple[int, s
 
     Two publishers racing for one number both succeed: the loser takes the next number.
     """
-    if storage.is_gcs(serving_root):
-        return _publish_to_gcs(Path(staged_dir), serving_root, model_name)
+    if storage.is_remote(serving_root):
+        return _publish_to_store(Path(staged_dir), serving_root, model_name)
     model_root = Path(serving_root) / model_name
     version = max(list_versions(serving_root, model_name), default=0) + 1
     while True:
@@ -74,13 +75,13 @@ def prune(
 ) -> list[int]:
     """Removes all but the newest ``keep`` versions and the ``protected`` ones (nothing when
     ``keep`` is 0); returns the removed version numbers. A version stops being loadable before
-    any other file goes: renamed away locally, ``saved_model.pb`` deleted first on GCS."""
+    any other file goes: renamed away locally, ``saved_model.pb`` deleted first on a store."""
     if keep <= 0:
         return []
     removed = [v for v in list_versions(serving_root, model_name)[:-keep] if v not in protected]
     for version in removed:
         uri = storage.join(serving_root, model_name, str(version))
-        if storage.is_gcs(uri):
+        if storage.is_remote(uri):
             storage.delete(storage.join(uri, artifacts.SAVED_MODEL))
             for relative in storage.list_files(uri):
                 storage.delete(storage.join(uri, relative))
@@ -97,25 +98,22 @@ def discard(path: Path) -> None:
 
 @contextlib.contextmanager
 def local_copy(model_uri: str) -> Iterator[str]:
-    """A local path to a served model: the path itself, or a temporary download from GCS."""
-    if not storage.is_gcs(model_uri):
+    """A local path to a served model: the path itself, or a temporary download from a store."""
+    if not storage.is_remote(model_uri):
         yield model_uri
         return
     with tempfile.TemporaryDirectory(prefix="imgclf-model-") as folder:
         yield str(storage.download_folder(model_uri, folder))
 
 
-def _publish_to_gcs(staged: Path, serving_root: str, model_name: str) -> tuple[int, str]:
+def _publish_to_store(staged: Path, serving_root: str, model_name: str) -> tuple[int, str]:
     version = max(list_versions(serving_root, model_name), default=0) + 1
     while not storage.create_exclusively(
         storage.join(serving_root, model_name, _CLAIMS, str(version))
     ):
         version += 1
     target = storage.join(serving_root, model_name, str(version))
-    files = sorted(p for p in staged.rglob("*") if p.is_file())
     # saved_model.pb last: until it lands, the version is not a loadable SavedModel.
-    files.sort(key=lambda p: p.relative_to(staged).as_posix() == artifacts.SAVED_MODEL)
-    for path in files:
-        storage.upload_file(path, storage.join(target, path.relative_to(staged).as_posix()))
+    storage.upload_folder(staged, target, last=artifacts.SAVED_MODEL)
     discard(staged)
     return version, target

@@ -8,6 +8,7 @@ while pinned, each push is served beside it as ``canary`` until it is promoted b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from google.protobuf import text_format
@@ -26,7 +27,10 @@ class ServingState:
 
 def read_state(serving_root: str, model_name: str) -> ServingState | None:
     """The model's entry in ``models.config``, or None when it has none."""
-    entry = _entry(_read(serving_root), model_name)
+    return _state_of(_entry(_read(serving_root), model_name))
+
+
+def _state_of(entry) -> ServingState | None:
     if entry is None or "stable" not in entry.version_labels:
         return None
     return ServingState(
@@ -39,13 +43,16 @@ def read_state(serving_root: str, model_name: str) -> ServingState | None:
 def record_push(serving_root: str, model_name: str, version: int) -> ServingState:
     """After a push: unpinned, the new version is served as ``stable``; pinned, it is served
     as ``canary`` beside the pinned ``stable``."""
-    state = read_state(serving_root, model_name)
-    if state is not None and state.pinned:
-        state = ServingState(stable=state.stable, canary=version, pinned=True)
-    else:
-        state = ServingState(stable=version, canary=None, pinned=False)
-    _write_state(serving_root, model_name, state)
-    return state
+
+    def after_push(state: ServingState | None) -> ServingState:
+        # Of two pushes recorded at once, the higher version is the newer, whichever lands last.
+        if state is not None and state.pinned:
+            canary = max(version, state.canary or 0)
+            return ServingState(stable=state.stable, canary=canary, pinned=True)
+        newest = max(version, state.stable) if state is not None else version
+        return ServingState(stable=newest, canary=None, pinned=False)
+
+    return _change_state(serving_root, model_name, after_push)
 
 
 def pin(serving_root: str, model_name: str, version: int) -> ServingState:
@@ -60,9 +67,8 @@ def pin(serving_root: str, model_name: str, version: int) -> ServingState:
             f"{model_name} has no complete version {version} under {serving_root}; "
             f"versions: {', '.join(map(str, sorted(complete))) or 'none'}."
         )
-    state = ServingState(stable=version, canary=None, pinned=True)
-    _write_state(serving_root, model_name, state)
-    return state
+    pinned = ServingState(stable=version, canary=None, pinned=True)
+    return _change_state(serving_root, model_name, lambda _: pinned)
 
 
 def served_version(serving_root: str, model_name: str) -> tuple[int, str] | None:
@@ -81,8 +87,26 @@ def protected_versions(serving_root: str, model_name: str) -> set[int]:
     return {state.stable} | ({state.canary} if state.canary else set())
 
 
-def _write_state(serving_root: str, model_name: str, state: ServingState) -> None:
-    config = _read(serving_root)
+def _change_state(
+    serving_root: str, model_name: str, decide: Callable[[ServingState | None], ServingState]
+) -> ServingState:
+    """Rewrites the model's entry as ``decide(its state now)``. The file is shared by every
+    model under the root and by concurrent pushes, so the change is applied to what the file
+    holds at the moment of writing (``storage.update``): another writer's entry is never lost."""
+    decided = []
+
+    def change(current: bytes | None) -> bytes:
+        config = _parse(current)
+        state = decide(_state_of(_entry(config, model_name)))
+        _set_entry(config, serving_root, model_name, state)
+        decided[:] = [state]
+        return text_format.MessageToString(config).encode()
+
+    storage.update(storage.join(serving_root, artifacts.MODELS_CONFIG), change)
+    return decided[0]
+
+
+def _set_entry(config, serving_root: str, model_name: str, state: ServingState) -> None:
     entry = _entry(config, model_name) or config.model_config_list.config.add()
     entry.Clear()
     entry.name = model_name
@@ -96,17 +120,17 @@ def _write_state(serving_root: str, model_name: str, state: ServingState) -> Non
     entry.version_labels["stable"] = state.stable
     if state.canary:
         entry.version_labels["canary"] = state.canary
-    storage.write_bytes(
-        storage.join(serving_root, artifacts.MODELS_CONFIG),
-        text_format.MessageToString(config).encode(),
-    )
 
 
 def _read(serving_root: str) -> model_server_config_pb2.ModelServerConfig:
-    config = model_server_config_pb2.ModelServerConfig()
     path = storage.join(serving_root, artifacts.MODELS_CONFIG)
-    if storage.exists(path):
-        text_format.Parse(storage.read_bytes(path).decode(), config)
+    return _parse(storage.read_bytes(path) if storage.exists(path) else None)
+
+
+def _parse(text: bytes | None) -> model_server_config_pb2.ModelServerConfig:
+    config = model_server_config_pb2.ModelServerConfig()
+    if text:
+        text_format.Parse(text.decode(), config)
     return config
 
 

@@ -77,12 +77,12 @@ def _speed_up_batch_norm_statistics(backbone: keras.Model) -> None:
 
 
 def _keras_weights(weights: str) -> str | None:
-    """``imagenet`` | ``none`` | a local or ``gs://`` weights file, as Keras takes it."""
+    """``imagenet`` | ``none`` | a weights file on a local path or a store, as Keras takes it."""
     if weights.lower() == "none":
         return None
     if weights.lower() == "imagenet":
         return "imagenet"
-    if storage.is_gcs(weights):
+    if storage.is_remote(weights):
         local = Path(tempfile.mkdtemp()) / Path(weights).name
         local.write_bytes(storage.read_bytes(weights))
         return str(local)

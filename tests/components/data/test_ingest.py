@@ -87,18 +87,18 @@ def test_sample_digits_renders_the_bundled_dataset(tmp_path):
 
 
 def test_the_sample_is_read_where_it_was_rendered_and_recorded_where_the_artifact_will_be(
-    tmp_path, gcs_bucket
+    tmp_path, bucket
 ):
     """KFP's v2 launcher uploads a step's output artifacts to their URIs only after the step
     exits (kubeflow/pipelines backend/src/v2/component/launcher_v2.go, ``executeV2``:
     ``execute`` runs the step, then ``uploadOutputArtifactsWithRetry``): ingest must read the
     images it renders from the artifact's local path, and record them under its URI for the
     steps that come after."""
-    artifact_uri = "gs://photos/pipeline-root/imgclf/ingest/manifest"
+    artifact_uri = f"{bucket.root}/pipeline-root/imgclf/ingest/manifest"
     frame = ingest(IngestSettings(SAMPLE_DIGITS), str(tmp_path / "out"), artifact_uri)
     assert len(frame) == 1797
     assert frame["uri"].str.startswith(f"{artifact_uri}/sample-digits/").all()
-    assert list(gcs_bucket.client.list_blobs("photos")) == [], "the step wrote to the store itself"
+    assert bucket.names("") == set(), "the step wrote to the store itself"
     local = ingest(IngestSettings(SAMPLE_DIGITS), str(tmp_path / "local"))
     assert frame["sha256"].tolist() == local["sha256"].tolist()
     assert frame["split"].tolist() == local["split"].tolist()
@@ -339,14 +339,14 @@ def test_a_run_reads_the_snapshot_asked_for_else_its_scheduled_time(
     assert snapshot_of_run(data_snapshot, scheduled_at) == expected
 
 
-def test_a_snapshot_applies_to_a_bucket(tmp_path, gcs_bucket):
+def test_a_snapshot_applies_to_a_bucket(tmp_path, bucket):
     for i in range(3):
-        gcs_bucket.blob(f"photos/red/{i}.png").upload_from_string(colour_image((200, 0, 0), i))
-    uploaded = max(b.updated for b in gcs_bucket.client.list_blobs("photos", prefix="photos/"))
+        bucket.put(f"photos/red/{i}.png", colour_image((200, 0, 0), i))
+    uploaded = max(bucket.fs.modified(bucket.key(f"photos/red/{i}.png")) for i in range(3))
     everything = ingest(
-        IngestSettings("gs://photos/photos", data_snapshot="2100-01-01"), str(tmp_path / "a")
+        IngestSettings(f"{bucket.root}/photos", data_snapshot="2100-01-01"), str(tmp_path / "a")
     )
     assert len(everything) == 3
     with pytest.raises(ValueError, match="No file was there"):
         before = (uploaded - timedelta(days=1)).isoformat()
-        ingest(IngestSettings("gs://photos/photos", data_snapshot=before), str(tmp_path / "b"))
+        ingest(IngestSettings(f"{bucket.root}/photos", data_snapshot=before), str(tmp_path / "b"))

@@ -254,17 +254,14 @@ def test_split_shares_far_from_the_fractions_are_a_warning(tmp_path):
     assert not shares.passed and shares.severity == "warning"
 
 
-def test_drift_reads_the_profile_of_a_model_served_from_a_bucket(
-    tmp_path, trained_model, gcs_bucket
-):
+def test_drift_reads_the_profile_of_a_model_served_from_a_bucket(tmp_path, trained_model, bucket):
     _validate(tmp_path, _ingested(tmp_path, _tree_with_mix(tmp_path / "data", (8, 8, 8))))
-    push(
-        trained_model, ServingTarget("gs://photos/serving", "colours"), str(tmp_path / "validated")
-    )
+    serving_root = f"{bucket.root}/serving"
+    push(trained_model, ServingTarget(serving_root, "colours"), str(tmp_path / "validated"))
     result = _validate(
         tmp_path,
         str(tmp_path / "manifest"),
-        serving_root="gs://photos/serving",
+        serving_root=serving_root,
         model_name="colours",
     )
     assert result.drift_baseline_version == 1

@@ -251,12 +251,13 @@ def test_a_broken_baseline_does_not_block_a_fix(trained_model, prepared, tmp_pat
     assert result.blessed
 
 
-def test_the_baseline_can_be_served_from_a_bucket(trained_model, prepared, gcs_bucket):
-    push(trained_model, ServingTarget("gs://photos/serving", "colours"), prepared["validated"])
+def test_the_baseline_can_be_served_from_a_bucket(trained_model, prepared, bucket):
+    serving = ServingTarget(f"{bucket.root}/serving", "colours")
+    push(trained_model, serving, prepared["validated"])
     result = evaluate(
         trained_model,
         prepared["validated"],
-        ServingTarget("gs://photos/serving", "colours"),
+        serving,
         BlessingRules(min_accuracy=0.0),
     )
     assert result.baseline_version == 1 and result.baseline_error is None

@@ -1,3 +1,4 @@
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -88,11 +89,23 @@ def test_rollback_cli(tmp_path, capsys):
     assert "no complete version 9" in capsys.readouterr().err
 
 
-def test_a_bucket_root_gets_its_models_config(gcs_bucket):
-    root = "gs://photos/serving"
+def test_a_bucket_root_gets_its_models_config(bucket):
+    root = f"{bucket.root}/serving"
     _versions(root, 2)
     models_config.record_push(root, "m", 2)
     models_config.pin(root, "m", 1)
-    text = gcs_bucket.blob("serving/models.config").download_as_bytes().decode()
-    assert 'base_path: "gs://photos/serving/m"' in text
-    assert models_config.served_version(root, "m") == (1, "gs://photos/serving/m/1")
+    text = bucket.read("serving/models.config").decode()
+    assert f'base_path: "{root}/m"' in text
+    assert models_config.served_version(root, "m") == (1, f"{root}/m/1")
+
+
+def test_concurrent_pushes_of_many_models_keep_every_entry(bucket, tmp_path):
+    """models.config is one file for every model under the root: pushes that record at once
+    must all survive (storage.update's conditional writes), on a store and on a path."""
+    for root in (f"{bucket.root}/serving", str(tmp_path / "serving")):
+        names = [f"model-{i}" for i in range(6)]
+        with ThreadPoolExecutor(len(names)) as pool:
+            list(pool.map(lambda name, root=root: models_config.record_push(root, name, 1), names))
+        assert {n: models_config.read_state(root, n).stable for n in names} == dict.fromkeys(
+            names, 1
+        ), root

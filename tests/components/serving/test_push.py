@@ -110,13 +110,13 @@ def test_versions_ignore_what_tf_serving_ignores(tmp_path):
     assert layout.latest_version(str(tmp_path), "absent") is None
 
 
-def test_pushes_to_a_bucket(trained_model, prepared, gcs_bucket):
-    root = "gs://photos/serving"
+def test_pushes_to_a_bucket(trained_model, prepared, bucket):
+    root = f"{bucket.root}/serving"
     first = push(trained_model, ServingTarget(root, "colours"), prepared["validated"])
     second = push(trained_model, ServingTarget(root, "colours"), prepared["validated"])
     assert (first.version, second.version) == (1, 2)
-    assert second.path == "gs://photos/serving/colours/2"
-    names = {b.name for b in gcs_bucket.client.list_blobs("photos", prefix="serving/colours/2/")}
+    assert second.path == f"{root}/colours/2"
+    names = bucket.names("serving/colours/2/")
     assert {
         "serving/colours/2/saved_model.pb",
         "serving/colours/2/assets.extra/tf_serving_warmup_requests",
@@ -128,11 +128,11 @@ def test_pushes_to_a_bucket(trained_model, prepared, gcs_bucket):
         assert signature.ServedModel(local).predict([image])["scores"].shape == (1, 3)
 
 
-def test_a_half_uploaded_version_is_skipped_and_not_reused(trained_model, prepared, gcs_bucket):
-    root = "gs://photos/serving"
+def test_a_half_uploaded_version_is_skipped_and_not_reused(trained_model, prepared, bucket):
+    root = f"{bucket.root}/serving"
     push(trained_model, ServingTarget(root, "colours"), prepared["validated"])
     # A push killed before saved_model.pb, which goes last, was uploaded:
-    gcs_bucket.blob("serving/colours/2/variables/variables.index").upload_from_string(b"x")
+    bucket.put("serving/colours/2/variables/variables.index", b"x")
     assert layout.latest_version(root, "colours")[0] == 1
     assert push(trained_model, ServingTarget(root, "colours"), prepared["validated"]).version == 3
 
@@ -200,17 +200,17 @@ def test_retention_keeps_the_newest_versions(tmp_path):
     assert _visible_entries(root, "m") == ["4", "5"]
 
 
-def test_retention_on_a_bucket(gcs_bucket):
-    root = "gs://photos/serving"
+def test_retention_on_a_bucket(bucket):
+    root = f"{bucket.root}/serving"
     _publish_fake_versions(root, 3)
     assert layout.prune(root, "m", keep=1) == [1, 2]
     assert layout.list_versions(root, "m") == [3]
     assert layout.latest_version(root, "m")[0] == 3
 
 
-def _push_in_a_process(trained_model, root, validated, upload_delay=0.0):
+def _push_in_a_process(trained_model, root, validated, upload_delay=0.0, model_name="colours"):
     """``push`` in a fresh Python process, as a KFP pod runs it; ``upload_delay`` seconds
-    after each GCS upload give a test time to kill it between two files."""
+    after each upload to a store give a test time to kill it between two files."""
     code = (
         "import time\n"
         "from imgclf.components import storage\n"
@@ -221,7 +221,7 @@ def _push_in_a_process(trained_model, root, validated, upload_delay=0.0):
         "    upload(*args)\n"
         f"    time.sleep({upload_delay})\n"
         "storage.upload_file = slow_upload\n"
-        f"push({trained_model!r}, ServingTarget({root!r}, 'colours'), {validated!r})\n"
+        f"push({trained_model!r}, ServingTarget({root!r}, {model_name!r}), {validated!r})\n"
     )
     return subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
 
@@ -248,16 +248,12 @@ def test_a_push_killed_midway_leaves_no_version(trained_model, prepared, tmp_pat
 
 
 def test_a_push_to_a_bucket_killed_midway_leaves_no_loadable_version(
-    trained_model, prepared, gcs_bucket
+    trained_model, prepared, bucket
 ):
-    root = "gs://photos/serving"
+    root = f"{bucket.root}/serving"
     process = _push_in_a_process(trained_model, root, prepared["validated"], upload_delay=0.5)
-
-    def uploading():
-        return any(gcs_bucket.client.list_blobs("photos", prefix="serving/colours/1/"))
-
-    _kill_when(process, uploading)
-    names = {b.name for b in gcs_bucket.client.list_blobs("photos", prefix="serving/colours/1/")}
+    _kill_when(process, lambda: bucket.names("serving/colours/1/"))
+    names = bucket.names("serving/colours/1/")
     assert names, "the kill came before the upload started"
     assert "serving/colours/1/saved_model.pb" not in names  # TF Serving cannot load it
     assert layout.latest_version(root, "colours") is None
@@ -266,8 +262,8 @@ def test_a_push_to_a_bucket_killed_midway_leaves_no_loadable_version(
     assert layout.latest_version(root, "colours") == (2, pushed.path)
 
 
-def test_concurrent_publishes_to_a_bucket_get_distinct_versions(gcs_bucket, tmp_path):
-    root = "gs://photos/serving"
+def test_concurrent_publishes_to_a_bucket_get_distinct_versions(bucket, tmp_path):
+    root = f"{bucket.root}/serving"
     staged = []
     for i in range(4):
         folder = tmp_path / f"staged-{i}"
@@ -278,7 +274,23 @@ def test_concurrent_publishes_to_a_bucket_get_distinct_versions(gcs_bucket, tmp_
     results = _publish_at_once(staged, root)
     assert sorted(version for version, _ in results) == [1, 2, 3, 4]
     contents = {
-        gcs_bucket.blob(f"serving/m/{version}/saved_model.pb").download_as_text()
-        for version, _ in results
+        bucket.read(f"serving/m/{version}/saved_model.pb").decode() for version, _ in results
     }
     assert contents == {"0", "1", "2", "3"}  # nothing clobbered
+
+
+def test_concurrent_pushes_to_a_bucket_all_land_and_all_are_recorded(
+    trained_model, prepared, bucket
+):
+    """Three pods push at once, two of one model and one of another: each gets its own version
+    and ``models.config`` keeps every update (conditional writes on the store)."""
+    root = f"{bucket.root}/serving"
+    processes = [
+        _push_in_a_process(trained_model, root, prepared["validated"], model_name=name)
+        for name in ("colours", "colours", "shapes")
+    ]
+    assert [process.wait(timeout=300) for process in processes] == [0, 0, 0]
+    assert layout.list_versions(root, "colours") == [1, 2]
+    assert layout.list_versions(root, "shapes") == [1]
+    assert models_config.read_state(root, "colours").stable == 2
+    assert models_config.read_state(root, "shapes").stable == 1
