@@ -98,16 +98,26 @@ def preprocess(
     examples: Output[Dataset],
     transform_graph: Output[Artifact],
 ):
-    """tensorflow-transform on Beam: decoded, resized images and label ids as TFRecords."""
+    """tensorflow-transform on Beam: decoded, resized images and label ids as TFRecords.
+
+    On a remote runner (Dataflow) the workers write the outputs straight to the artifacts'
+    URIs, where the launcher's upload of the (empty) local folders finds nothing to add."""
+    import posixpath
+
     from imgclf.components import logs
     from imgclf.components.parameters import PreprocessSettings
-    from imgclf.components.transform.preprocess import preprocess as transform_images
+    from imgclf.components.transform import preprocess as step
 
     logs.configure()
-    counts = transform_images(
+    outputs = (examples.path, transform_graph.path)
+    if step.runs_remotely(beam_pipeline_args):
+        outputs = (examples.uri, transform_graph.uri)
+        beam_pipeline_args = step.remote_runner_args(
+            beam_pipeline_args, posixpath.dirname(examples.uri)
+        )
+    counts = step.preprocess(
         validated_manifest.path,
-        examples.path,
-        transform_graph.path,
+        *outputs,
         PreprocessSettings.from_step_input({**settings, "beam_pipeline_args": beam_pipeline_args}),
     )
     examples.metadata["images"] = counts
@@ -172,9 +182,9 @@ def train(
     """Keras transfer learning; exports the serving SavedModel.
 
     ``hyperparameters`` (from tune, or empty) override the matching settings. Epoch backups
-    go straight to the ``checkpoints`` artifact's URI (object storage on a cluster), so a
-    retried or preempted step resumes from them; TensorBoard logs are uploaded with the step's
-    outputs.
+    are copied to the ``checkpoints`` artifact's URI as they are made (KFP uploads outputs only
+    after a step succeeds), so a retried or preempted step resumes from them; TensorBoard logs
+    are uploaded with the step's outputs.
     """
     import dataclasses
     from pathlib import Path
@@ -187,7 +197,8 @@ def train(
     logs.configure()
     config = dataclasses.replace(
         TrainConfig.from_step_input(settings),
-        checkpoint_dir=storage.durable_location(checkpoints.uri, checkpoints.path),
+        checkpoint_dir=checkpoints.path,
+        checkpoint_mirror=checkpoints.uri if storage.is_remote(checkpoints.uri) else "",
         tensorboard_dir=tensorboard_logs.path,
         **hyperparameters,
     )

@@ -266,7 +266,7 @@ class IngestSettings(Settings):
     USED_BY = ("ingest",)
     data_uri: str = setting(
         "sample:digits",
-        "the images: a class-per-folder tree (local or gs://), a .csv/.jsonl listing, or the "
+        "the images: a class-per-folder tree (local, gs:// or s3://), a .csv/.jsonl listing, or the "
         "bundled sample:digits",
         flags=("--data",),
         local_path=True,
@@ -391,7 +391,7 @@ class TrainSettings(Settings):
     weights: str = setting(
         "imagenet",
         "imagenet (the Keras download cache), none (train from scratch), or a Keras weights "
-        "file of the headless backbone (local or gs://)",
+        "file of the headless backbone (local, gs:// or s3://)",
     )
     alpha: float = setting(
         1.0,

@@ -122,6 +122,21 @@ def _add_compile(commands) -> None:
         "push at the config's mount path (/models); run with serving_root=/models",
     )
     compile_.add_argument(
+        "--data-claim",
+        help="a PersistentVolumeClaim holding the images, mounted in the steps that read them "
+        "at the config's mount path (/data); run with data_uri=/data/...",
+    )
+    compile_.add_argument(
+        "--s3-endpoint",
+        help="the S3-compatible endpoint every step uses, e.g. Kubeflow's MinIO "
+        "http://minio-service.kubeflow:9000 (default: AWS S3)",
+    )
+    compile_.add_argument(
+        "--s3-secret",
+        help="a Kubernetes Secret with the S3 access and secret keys (the config's "
+        "s3.secret_keys; Kubeflow's MinIO: mlpipeline-minio-artifact), as AWS_* variables",
+    )
+    compile_.add_argument(
         "--gcp-secret",
         help="a Kubernetes Secret with a service-account key.json to mount into every step "
         "(default: none, workload identity)",
@@ -308,6 +323,9 @@ def cluster_settings(args: argparse.Namespace):
             ("shm_size", args.shm_size),
             ("gcp_secret", args.gcp_secret),
             ("serving_claim", args.serving_claim),
+            ("data_claim", args.data_claim),
+            ("s3_endpoint", args.s3_endpoint),
+            ("s3_secret", args.s3_secret),
         )
         if value is not None
     }

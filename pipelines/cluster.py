@@ -1,5 +1,5 @@
-"""Where each step runs on a cluster: images, GPUs, resources, retries, timeouts, the serving
-volume and credentials.
+"""Where each step runs on a cluster: images, GPUs, resources, retries, timeouts, the data and
+serving volumes, and how the steps reach object storage.
 
 The defaults live in ``cluster.yaml`` beside this module; ``imgclf compile`` flags override
 them. ``kfp.local`` ignores all of it: locally every step runs in this Python environment.
@@ -18,6 +18,9 @@ DEFAULTS_FILE = Path(__file__).with_name("cluster.yaml")
 STEPS = ("ingest", "validate", "preprocess", "untuned", "tune", "train", "evaluate", "push")
 # The steps that read or write <serving_root>: drift and baseline, and the push itself.
 SERVING_STEPS = ("validate", "evaluate", "push")
+# The steps that read the images under data_uri: listing, decoding, transforming, scoring the
+# test split, and the warmup requests.
+DATA_STEPS = ("ingest", "validate", "preprocess", "evaluate", "push")
 GCP_KEY_DIR = "/var/secrets/google"
 SHM_PATH = "/dev/shm"
 
@@ -70,12 +73,18 @@ class ClusterSettings:
     timeouts_seconds: dict[str, int]
     serving_claim: str = ""
     serving_mount_path: str = "/models"
+    data_claim: str = ""
+    data_mount_path: str = "/data"
     gcp_secret: str = ""
+    s3_endpoint: str = ""
+    s3_secret: str = ""
+    s3_secret_keys: tuple[str, str] = ("accesskey", "secretkey")
 
     @classmethod
     def load(cls, path: str | Path = DEFAULTS_FILE) -> ClusterSettings:
         raw = yaml.safe_load(Path(path).read_text())
-        gpu, serving = raw["gpu"], raw.get("serving") or {}
+        gpu, serving, data = raw["gpu"], raw.get("serving") or {}, raw.get("data") or {}
+        credentials, s3 = raw.get("credentials") or {}, raw.get("s3") or {}
         settings = cls(
             step_image=raw["images"]["step"],
             gpu_image=raw["images"]["gpu"],
@@ -90,7 +99,12 @@ class ClusterSettings:
             timeouts_seconds={s: int(t) for s, t in (raw.get("timeouts_seconds") or {}).items()},
             serving_claim=serving.get("claim") or "",
             serving_mount_path=serving.get("mount_path") or cls.serving_mount_path,
-            gcp_secret=(raw.get("credentials") or {}).get("gcp_secret") or "",
+            data_claim=data.get("claim") or "",
+            data_mount_path=data.get("mount_path") or cls.data_mount_path,
+            gcp_secret=credentials.get("gcp_secret") or "",
+            s3_endpoint=s3.get("endpoint") or "",
+            s3_secret=s3.get("secret") or "",
+            s3_secret_keys=tuple(s3.get("secret_keys") or cls.s3_secret_keys),
         )
         settings.check()
         return settings
@@ -107,11 +121,22 @@ class ClusterSettings:
             raise ValueError(f"Unknown step(s) {', '.join(unknown)}; steps: {', '.join(STEPS)}.")
         if self.gpu_count < 0:
             raise ValueError(f"GPU count must be 0 or more, not {self.gpu_count}.")
+        if len(self.s3_secret_keys) != 2:
+            raise ValueError(
+                "s3.secret_keys names two keys of the Secret: the access key's and the secret "
+                f"key's, not {list(self.s3_secret_keys)}."
+            )
 
     def apply(self, task: dsl.PipelineTask, step: str) -> dsl.PipelineTask:
-        """Sets the step's image, resources, GPU placement, retries, timeout and credentials."""
+        """Sets the step's image, resources, GPU placement, retries, timeout, volumes and
+        credentials."""
+        from imgclf.components.transform.preprocess import STEP_IMAGE_VARIABLE
+
         on_gpu = step in self.gpu_steps and self.gpu_count > 0
-        task.set_container_image(self.gpu_image if step in self.gpu_steps else self.step_image)
+        image = self.gpu_image if step in self.gpu_steps else self.step_image
+        task.set_container_image(image)
+        # A remote Beam runner's workers run this image too.
+        task.set_env_variable(STEP_IMAGE_VARIABLE, image)
         if step in self.resources:
             wanted = self.resources[step]
             task.set_cpu_request(wanted.cpu).set_cpu_limit(wanted.cpu_limit)
@@ -125,10 +150,26 @@ class ClusterSettings:
             kubernetes.set_timeout(task, self.timeouts_seconds[step])
         if self.serving_claim and step in SERVING_STEPS:
             kubernetes.mount_pvc(task, self.serving_claim, self.serving_mount_path)
+        if self.data_claim and step in DATA_STEPS:
+            kubernetes.mount_pvc(task, self.data_claim, self.data_mount_path)
         if self.gcp_secret:
             kubernetes.use_secret_as_volume(task, self.gcp_secret, GCP_KEY_DIR)
             task.set_env_variable("GOOGLE_APPLICATION_CREDENTIALS", f"{GCP_KEY_DIR}/key.json")
+        self._reach_s3(task)
         return task
+
+    def _reach_s3(self, task: dsl.PipelineTask) -> None:
+        """botocore's own variables: the endpoint (MinIO's service) and the keys from a Secret,
+        whose values never enter the pipeline YAML."""
+        if self.s3_endpoint:
+            task.set_env_variable("AWS_ENDPOINT_URL", self.s3_endpoint)
+        if self.s3_secret:
+            access_key, secret_key = self.s3_secret_keys
+            kubernetes.use_secret_as_env(
+                task,
+                self.s3_secret,
+                {access_key: "AWS_ACCESS_KEY_ID", secret_key: "AWS_SECRET_ACCESS_KEY"},
+            )
 
     def _place_on_gpu(self, task: dsl.PipelineTask) -> None:
         task.set_accelerator_type(self.accelerator).set_accelerator_limit(self.gpu_count)

@@ -197,8 +197,8 @@ def _subparser(name: str) -> argparse.ArgumentParser:
     "flags, message",
     [
         (
-            ["--serving-dir", "s3://bucket/models"],
-            "serving_root: 's3://bucket/models': the scheme s3:",
+            ["--serving-dir", "s3:/bucket/models"],
+            "serving_root: 's3:/bucket/models' is not a s3://BUCKET/PATH URI",
         ),
         (["--data", "ftp://host/photos"], "data_uri: 'ftp://host/photos': the scheme ftp:"),
         (["--weights", "gs:/typo/w.h5"], "weights: 'gs:/typo/w.h5' is not a gs://BUCKET/PATH URI"),
@@ -207,8 +207,8 @@ def _subparser(name: str) -> argparse.ArgumentParser:
 def test_a_location_nothing_can_read_is_refused_before_anything_is_written(
     tmp_path, monkeypatch, capsys, flags, message
 ):
-    """Taken as a local path, s3://bucket/models became a folder ./s3:/bucket/models on the
-    pod's disk and every run "pushed" a first model there."""
+    """Taken as a local path, s3:/bucket/models would become a folder on the pod's disk where
+    every run "pushed" a first model."""
     monkeypatch.chdir(tmp_path)
     assert cli.main(["run", *flags]) == 2
     assert message in capsys.readouterr().err

@@ -255,9 +255,10 @@ def test_compile_flags_override_the_config_file(tmp_path):
             ("imgclf-gcp-key", "/var/secrets/google")
         ]
         env = spec["deploymentSpec"]["executors"][f"exec-{step}"]["container"]["env"]
-        assert env == [
-            {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/var/secrets/google/key.json"}
-        ]
+        assert {
+            "name": "GOOGLE_APPLICATION_CREDENTIALS",
+            "value": "/var/secrets/google/key.json",
+        } in env
 
 
 def test_zero_gpus_compiles_the_gpu_steps_for_cpu_nodes(tmp_path):
@@ -332,3 +333,54 @@ def test_a_serving_claim_is_mounted_where_serving_root_is_read_and_written(tmp_p
     }
     assert mounted["exec-push"] == [("imgclf-models", "/models")]
     assert not any("pvcMount" in executor for executor in kubernetes.values())
+
+
+def _compiled(tmp_path, *flags) -> tuple[dict, dict]:
+    path = tmp_path / "pipeline.yaml"
+    assert cli.main(["compile", "-o", str(path), *flags]) == 0
+    spec, platform = yaml.safe_load_all(path.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def test_a_data_claim_is_mounted_in_every_step_that_reads_the_images(tmp_path):
+    _, executors = _compiled(tmp_path, "--data-claim", "photos")
+    mounted = {
+        name
+        for name, executor in executors.items()
+        if ("photos", "/data")
+        in [(m["constant"], m["mountPath"]) for m in executor.get("pvcMount", [])]
+    }
+    assert mounted == {
+        f"exec-{step}" for step in ("ingest", "validate", "preprocess", "evaluate", "push")
+    }
+
+
+def test_every_step_reaches_minio_with_kubeflows_own_secret_and_never_its_keys(tmp_path):
+    """Kubeflow's launcher reads its MinIO keys from the Secret mlpipeline-minio-artifact,
+    keys ``accesskey`` and ``secretkey`` (kubeflow/pipelines backend/src/v2/config/env.go,
+    ``minioArtifactSecretName``, ``minioArtifactAccessKeyKey``, ``minioArtifactSecretKeyKey``);
+    botocore, under s3fs, reads ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` and
+    ``AWS_SECRET_ACCESS_KEY`` (boto3's configuration guide, "Environment variables")."""
+    endpoint = "http://minio-service.kubeflow:9000"
+    spec, executors = _compiled(
+        tmp_path, "--s3-endpoint", endpoint, "--s3-secret", "mlpipeline-minio-artifact"
+    )
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        env = {e["name"]: e["value"] for e in executor["container"].get("env", [])}
+        assert env["AWS_ENDPOINT_URL"] == endpoint, name
+        (secret,) = executors[name]["secretAsEnv"]
+        assert secret["secretName"] == "mlpipeline-minio-artifact"
+        assert {k["secretKey"]: k["envVar"] for k in secret["keyToEnv"]} == {
+            "accesskey": "AWS_ACCESS_KEY_ID",
+            "secretkey": "AWS_SECRET_ACCESS_KEY",
+        }
+    text = (tmp_path / "pipeline.yaml").read_text()
+    assert "AWS_SECRET_ACCESS_KEY" in text and "minioadmin" not in text
+
+
+def test_each_step_names_its_own_image_for_remote_beam_workers(tmp_path):
+    spec, _ = _compiled(tmp_path, "--image", "registry.example/imgclf:9")
+    executors = spec["deploymentSpec"]["executors"]
+    container = executors["exec-preprocess"]["container"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["IMGCLF_STEP_IMAGE"] == container["image"] == "registry.example/imgclf:9"

@@ -10,6 +10,7 @@ from conftest import CLASS_COLOURS, IMAGE_SIZE, LABEL_CORNERS, encode_image
 from imgclf.components import manifest, storage
 from imgclf.components.artifacts import TFRECORD_SUFFIX
 from imgclf.components.parameters import PreprocessSettings
+from imgclf.components.transform import preprocess as preprocess_step
 from imgclf.components.transform.features import (
     IMAGE_KEY,
     LABEL_ID_KEY,
@@ -164,3 +165,32 @@ def test_two_worker_processes_write_the_same_records(prepared, tmp_path):
     written = _examples(tmp_path / "examples")
     assert len(written) == len(manifest.read(prepared["validated"]))
     assert written == _examples(prepared["examples"])
+
+
+@pytest.mark.parametrize(
+    "args, remote",
+    [
+        ([], False),
+        (["--runner=DirectRunner"], False),
+        (["--runner", "DirectRunner", "--direct_num_workers=2"], False),
+        (["--runner=DataflowRunner", "--project=p", "--region=r"], True),
+        (["--runner=FlinkRunner"], True),
+    ],
+)
+def test_a_runner_whose_workers_cannot_see_this_disk_is_remote(args, remote):
+    assert preprocess_step.runs_remotely(args) is remote
+
+
+def test_remote_workers_run_the_step_image_and_keep_temp_files_beside_the_outputs(monkeypatch):
+    """Dataflow's workers run ``--sdk_container_image`` (Beam's WorkerOptions) and need a
+    ``--temp_location`` they can reach (Beam's GoogleCloudOptions); the user's own win."""
+    monkeypatch.setenv(preprocess_step.STEP_IMAGE_VARIABLE, "registry.example/imgclf:9")
+    root = "gs://runs/imgclf/run-1/preprocess/salt"
+    args = preprocess_step.remote_runner_args(["--runner=DataflowRunner"], root)
+    assert args == [
+        "--runner=DataflowRunner",
+        "--sdk_container_image=registry.example/imgclf:9",
+        f"--temp_location={root}/beam-temp",
+    ]
+    own = ["--runner=DataflowRunner", "--sdk_container_image=mine:1", "--temp_location=gs://t/x"]
+    assert preprocess_step.remote_runner_args(own, root) == own
