@@ -17,6 +17,9 @@ class TrainConfig(TrainSettings):
     tensorboard_dir: str = ""
     # Where each epoch is backed up, so that a killed and restarted step resumes; "" for none.
     checkpoint_dir: str = ""
+    # An object-store URI that holds a copy of checkpoint_dir, refreshed after every epoch: a
+    # pod's disk goes with the pod, and Keras writes no object store but GCS. "" for none.
+    checkpoint_mirror: str = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()

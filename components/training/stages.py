@@ -11,6 +11,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -85,6 +86,9 @@ def fit_stages(
     at a tenth of the learning rate. From scratch: everything at once. ``callbacks`` join
     every stage's."""
     data = (train_data, validation_data)
+    if config.checkpoint_dir and config.checkpoint_mirror:
+        _restore_mirrored_checkpoints(config)
+        callbacks = [*callbacks, _MirrorCheckpoints(config)]
     if not config.pretrained:
         epochs = config.epochs + config.fine_tune_epochs
         _fit(model, "full", *data, config.learning_rate, epochs, config, result, callbacks)
@@ -171,6 +175,32 @@ def _fit(
             _finished_stage_file(config, stage, artifacts.FINISHED_STAGE_HISTORY),
             json.dumps(stage_history).encode(),
         )
+        if config.checkpoint_mirror:
+            storage.mirror_folder(config.checkpoint_dir, config.checkpoint_mirror)
+
+
+class _MirrorCheckpoints(keras.callbacks.Callback):
+    """Copies the epoch's backup to the mirror once BackupAndRestore has written it (callbacks
+    run in list order, and the backup comes first)."""
+
+    def __init__(self, config: TrainConfig):
+        super().__init__()
+        self.config = config
+
+    def on_epoch_end(self, epoch, logs=None):
+        storage.mirror_folder(self.config.checkpoint_dir, self.config.checkpoint_mirror)
+
+
+def _restore_mirrored_checkpoints(config: TrainConfig) -> None:
+    """A restarted pod starts with an empty disk: the mirror brings back what the killed one
+    had backed up, for BackupAndRestore and the finished stages to pick up."""
+    if not storage.is_dir(config.checkpoint_mirror):
+        return
+    storage.download_folder(config.checkpoint_mirror, config.checkpoint_dir)
+    for metadata in sorted(Path(config.checkpoint_dir).glob("*/training_metadata.json")):
+        epoch = json.loads(metadata.read_text()).get("epoch", -1) + 1
+        log.info("Resuming stage %s after epoch %d (%s)", metadata.parent.name, epoch, metadata)
+    log.info("Restored the checkpoints of a previous attempt from %s", config.checkpoint_mirror)
 
 
 def _record_stage(result: TrainResult, stage: str, history: dict[str, list[float]]) -> None:

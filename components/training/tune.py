@@ -59,7 +59,9 @@ class TwoStageTraining(keras_tuner.HyperModel):
         if self.config.pretrained and self.config.fine_tune_epochs > 0:
             values["unfreeze_fraction"] = hp.Float("unfreeze_fraction", 0.2, 1.0, step=0.2)
         # Trials keep no checkpoints or logs: only the final training run does.
-        return replace(self.config, **values, checkpoint_dir="", tensorboard_dir="")
+        return replace(
+            self.config, **values, checkpoint_dir="", checkpoint_mirror="", tensorboard_dir=""
+        )
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         model, self._backbone = build_model(
