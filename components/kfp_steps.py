@@ -87,7 +87,11 @@ def validate(
     metrics.log_metric("duplicates_dropped", result.duplicates_dropped)
     for measure, value in (result.drift or {}).items():
         metrics.log_metric(f"drift_{measure}", value)
-    validated_manifest.metadata.update(images=result.images, quarantined=result.quarantined)
+    validated_manifest.metadata.update(
+        images=result.images,
+        quarantined=result.quarantined,
+        drift_baseline_version=result.drift_baseline_version,
+    )
 
 
 @_component
@@ -260,7 +264,7 @@ def evaluate(
     metrics.log_metric("blessed", int(result.blessed))
     if result.candidate.confusion_matrix:
         confusion.log_confusion_matrix(result.candidate.labels, result.candidate.confusion_matrix)
-    evaluation.metadata["blessed"] = result.blessed
+    evaluation.metadata.update(blessed=result.blessed, baseline_version=result.baseline_version)
     return result.blessed
 
 

@@ -266,8 +266,8 @@ class IngestSettings(Settings):
     USED_BY = ("ingest",)
     data_uri: str = setting(
         "sample:digits",
-        "the images: a class-per-folder tree (local, gs:// or s3://), a .csv/.jsonl listing, or the "
-        "bundled sample:digits",
+        "the images: a class-per-folder tree (local, gs:// or s3://), a .csv/.jsonl listing, or "
+        "the bundled sample:digits",
         flags=("--data",),
         local_path=True,
     )

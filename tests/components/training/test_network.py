@@ -78,6 +78,17 @@ def test_weights_file_loads_imagenet_features():
 
 
 @needs_weights
+def test_weights_staged_in_a_bucket_load_as_the_local_file_does(bucket):
+    """An air-gapped cluster reads the ImageNet weights from its own store."""
+    bucket.put("weights/mobilenet.h5", MOBILENET_WEIGHTS.read_bytes())
+    staged = TrainConfig(weights=f"{bucket.root}/weights/mobilenet.h5", alpha=0.25, image_size=32)
+    local = TrainConfig(weights=str(MOBILENET_WEIGHTS), alpha=0.25, image_size=32)
+    _, from_bucket = build_model(staged, num_classes=2)
+    _, from_disk = build_model(local, num_classes=2)
+    assert _same(_weights(from_bucket.layers), _weights(from_disk.layers))
+
+
+@needs_weights
 def test_weights_of_another_alpha_are_a_clear_error():
     config = TrainConfig(weights=str(MOBILENET_WEIGHTS), alpha=0.5, image_size=32)
     with pytest.raises(RuntimeError, match="must hold weights of this backbone and alpha"):

@@ -154,6 +154,48 @@ def test_a_killed_train_step_resumes_from_its_last_epoch(prepared, tmp_path):
     )
 
 
+def test_a_killed_train_pod_resumes_on_a_fresh_disk_from_its_s3_checkpoints(
+    prepared, tmp_path, s3_bucket
+):
+    """A retried pod starts with an empty disk: the backups mirrored to the store after each
+    epoch bring it back to where the killed pod was."""
+    mirror = f"{s3_bucket.root}/run/train/checkpoints"
+    config = TrainConfig(
+        weights="none",
+        alpha=0.25,
+        image_size=IMAGE_SIZE,
+        epochs=8,
+        early_stopping_patience=8,
+        fine_tune_epochs=0,
+        batch_size=16,
+        augmentations="none",
+        checkpoint_dir=str(tmp_path / "first-pod"),
+        checkpoint_mirror=mirror,
+    )
+    code = (
+        "from imgclf.components.training.train import TrainConfig, train\n"
+        f"train({prepared['examples']!r}, {prepared['transform']!r}, "
+        f"{str(tmp_path / 'killed')!r}, TrainConfig(**{asdict(config)!r}))\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    deadline = time.monotonic() + 180
+    while process.poll() is None and time.monotonic() < deadline:
+        if "run/train/checkpoints/full/training_metadata.json" in s3_bucket.names("run/train"):
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert storage.exists(f"{mirror}/full/training_metadata.json"), "nothing was mirrored"
+
+    second_pod = dataclasses.replace(config, checkpoint_dir=str(tmp_path / "second-pod"))
+    result = train.train(
+        prepared["examples"], prepared["transform"], str(tmp_path / "resumed"), second_pod
+    )
+    assert 0 < len(result.stages) < config.epochs  # it started after the mirrored epochs
+    assert signature.is_saved_model(tmp_path / "resumed")
+    assert storage.list_files(mirror) == ["full-finished.history.json", "full-finished.weights.h5"]
+
+
 def test_the_seed_repeats_a_training_run_and_another_seed_trains_another(prepared, tmp_path):
     config = TrainConfig(
         weights="none", alpha=0.25, image_size=IMAGE_SIZE, epochs=1, fine_tune_epochs=0
