@@ -58,6 +58,9 @@ def preprocess(
     every class with fewer train images gets augmented copies up to that many.
     """
     settings = settings or PreprocessSettings()
+    remote = runs_remotely(settings.beam_pipeline_args)
+    if remote:
+        _check_reachable_by_workers(examples_dir, transform_dir)
     preprocessing = Preprocessing(settings.image_size, settings.resize_policy)
     frame = manifest.read(manifest_dir)
     counts = manifest.counts_by_split(frame)
@@ -86,7 +89,7 @@ def preprocess(
     with (
         tempfile.TemporaryDirectory() as temp_dir,
         beam.Pipeline(options=options) as pipeline,
-        tft_beam.Context(temp_dir=_beam_temp_dir(options, temp_dir)),
+        tft_beam.Context(temp_dir=_beam_temp_dir(options, temp_dir, remote)),
     ):
         # Analysis learns the label vocabulary and needs no pixels: it reads the manifest's
         # labels, so the transform below can stream the images in one pass. (Analysing and
@@ -239,8 +242,22 @@ def remote_runner_args(beam_pipeline_args: list[str], task_root_uri: str) -> lis
     return [*beam_pipeline_args, *added]
 
 
-def _beam_temp_dir(options: PipelineOptions, local_temp_dir: str) -> str:
-    """The runner's temp location when it has one (Dataflow workers cannot see local disk)."""
+def _check_reachable_by_workers(*output_dirs: str) -> None:
+    """Remote workers write through TensorFlow's and Beam's file systems, which reach GCS but
+    not S3 (TensorFlow 2.21: "File system scheme 's3' not implemented")."""
+    unreachable = [uri for uri in output_dirs if storage.scheme(uri) != "gs"]
+    if unreachable:
+        raise ValueError(
+            f"A remote Beam runner cannot write {', '.join(unreachable)}: its workers reach gs:// "
+            "only. Run with a gs:// pipeline root, or preprocess on the DirectRunner "
+            '(beam_pipeline_args=["--runner=DirectRunner"]).'
+        )
+
+
+def _beam_temp_dir(options: PipelineOptions, local_temp_dir: str, remote: bool) -> str:
+    """The runner's temp location for remote workers, which cannot see this disk; this disk
+    for local ones, whatever temp_location says (TensorFlow writes no s3:// temp files)."""
     from apache_beam.options.pipeline_options import GoogleCloudOptions
 
-    return options.view_as(GoogleCloudOptions).temp_location or str(Path(local_temp_dir))
+    temp_location = options.view_as(GoogleCloudOptions).temp_location
+    return temp_location if remote and temp_location else str(Path(local_temp_dir))

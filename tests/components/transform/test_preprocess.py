@@ -194,3 +194,23 @@ def test_remote_workers_run_the_step_image_and_keep_temp_files_beside_the_output
     ]
     own = ["--runner=DataflowRunner", "--sdk_container_image=mine:1", "--temp_location=gs://t/x"]
     assert preprocess_step.remote_runner_args(own, root) == own
+
+
+def test_a_remote_runner_is_refused_outputs_its_workers_cannot_write(tmp_path):
+    settings = PreprocessSettings(beam_pipeline_args=["--runner=DataflowRunner"])
+    root = "minio://mlpipeline/v2/artifacts/imgclf/run/preprocess/salt"
+    with pytest.raises(ValueError, match="workers reach gs:// only"):
+        preprocess(str(tmp_path / "absent"), f"{root}/examples", f"{root}/transform", settings)
+
+
+def test_the_direct_runner_keeps_its_temp_files_on_this_disk_whatever_temp_location_says(
+    prepared, tmp_path
+):
+    """A pipeline's Beam options may carry a remote temp_location (kept for a later switch to
+    Dataflow); TensorFlow cannot write s3:// temp files, and local workers need none there."""
+    settings = PreprocessSettings(
+        image_size=IMAGE_SIZE,
+        beam_pipeline_args=["--runner=DirectRunner", "--temp_location=s3://nowhere/tmp"],
+    )
+    preprocess(prepared["validated"], str(tmp_path / "ex"), str(tmp_path / "tf"), settings)
+    assert _examples(tmp_path / "ex") == _examples(prepared["examples"])
