@@ -40,9 +40,13 @@ def test_a_relative_uri_never_resolves_outside_a_local_listings_folder(tmp_path_
     assert Path(resolved).is_relative_to(base.resolve())
 
 
-@given(prefix=st.sampled_from(["", "data", "data/listings"]), relative=RELATIVE_PATHS)
-def test_a_relative_uri_never_resolves_outside_a_bucket_listings_folder(prefix, relative):
-    base = "gs://photos/" + prefix if prefix else "gs://photos"
+@given(
+    store=st.sampled_from(["gs", "s3", "minio"]),
+    prefix=st.sampled_from(["", "data", "data/listings"]),
+    relative=RELATIVE_PATHS,
+)
+def test_a_relative_uri_never_resolves_outside_a_bucket_listings_folder(store, prefix, relative):
+    base = f"{store}://photos/{prefix}".rstrip("/")
     try:
         resolved = listings._resolve(base, relative, "line 2")
     except ValueError as error:
@@ -53,11 +57,14 @@ def test_a_relative_uri_never_resolves_outside_a_bucket_listings_folder(prefix, 
 
 
 @given(
+    store=st.sampled_from(["gs", "s3", "minio"]),
     prefix=st.sampled_from(["", "data", "data/listings"]),
     names=st.lists(SAFE_NAMES, min_size=1, max_size=4),
 )
-def test_a_plain_relative_path_always_resolves_inside_a_bucket_listings_folder(prefix, names):
-    base = "gs://photos/" + prefix if prefix else "gs://photos"
+def test_a_plain_relative_path_always_resolves_inside_a_bucket_listings_folder(
+    store, prefix, names
+):
+    base = f"{store}://photos/{prefix}".rstrip("/")
     resolved = listings._resolve(base, "/".join(names), "line 2")
     assert resolved == base + "/" + "/".join(names)
 
@@ -155,7 +162,8 @@ def test_the_compiled_pipeline_holds_no_credentials_and_images_run_as_non_root(t
     assert not [marker for marker in SECRET_MARKERS if marker.lower() in text.lower()]
     spec = next(yaml.safe_load_all(text))
     for executor in spec["deploymentSpec"]["executors"].values():
-        assert "env" not in executor["container"]  # no credentials passed as variables
+        # No credentials passed as variables: the only one names the step's image.
+        assert [e["name"] for e in executor["container"]["env"]] == ["IMGCLF_STEP_IMAGE"]
     repo = REPO
     for dockerfile in (repo / "containers").glob("Dockerfile*"):
         users = [
