@@ -106,33 +106,42 @@ def _test_accuracy(model_dir: str, prepared: dict[str, str]) -> float:
     return classification_metrics(test["label"].tolist(), predictions).accuracy
 
 
-def test_a_killed_train_step_resumes_from_its_last_epoch(prepared, tmp_path):
-    """kill -9 once an epoch has been backed up, during the next; the rerun continues from
-    the backup and ends as accurate as a run that was never interrupted."""
-    config = TrainConfig(
+def _resumable(epochs: int, **where) -> TrainConfig:
+    return TrainConfig(
         weights="none",
         alpha=0.25,
         image_size=IMAGE_SIZE,
-        epochs=12,
-        early_stopping_patience=12,
+        epochs=epochs,
+        early_stopping_patience=epochs,
         fine_tune_epochs=0,
         batch_size=16,
         augmentations="none",
-        checkpoint_dir=str(tmp_path / "checkpoints"),
+        **where,
     )
+
+
+def _kill_training_when(done, prepared, model_dir: Path, config: TrainConfig) -> None:
+    """Trains in a fresh process, as a pod does, and kills it with SIGKILL once ``done()``."""
     code = (
         "from imgclf.components.training.train import TrainConfig, train\n"
         f"train({prepared['examples']!r}, {prepared['transform']!r}, "
-        f"{str(tmp_path / 'killed')!r}, TrainConfig(**{asdict(config)!r}))\n"
+        f"{str(model_dir)!r}, TrainConfig(**{asdict(config)!r}))\n"
     )
     process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
-    backup = tmp_path / "checkpoints" / "full" / "training_metadata.json"
     deadline = time.monotonic() + 180
-    while not backup.exists() and process.poll() is None and time.monotonic() < deadline:
+    while not done() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.2)  # into the next epoch
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+def test_a_killed_train_step_resumes_from_its_last_epoch(prepared, tmp_path):
+    """kill -9 once an epoch has been backed up, during the next; the rerun continues from
+    the backup and ends as accurate as a run that was never interrupted."""
+    config = _resumable(12, checkpoint_dir=str(tmp_path / "checkpoints"))
+    backup = tmp_path / "checkpoints" / "full" / "training_metadata.json"
+    _kill_training_when(backup.exists, prepared, tmp_path / "killed", config)
     assert backup.exists(), "no epoch was backed up before the kill"
     assert not (tmp_path / "killed").exists()
 
@@ -160,32 +169,10 @@ def test_a_killed_train_pod_resumes_on_a_fresh_disk_from_its_s3_checkpoints(
     """A retried pod starts with an empty disk: the backups mirrored to the store after each
     epoch bring it back to where the killed pod was."""
     mirror = f"{s3_bucket.root}/run/train/checkpoints"
-    config = TrainConfig(
-        weights="none",
-        alpha=0.25,
-        image_size=IMAGE_SIZE,
-        epochs=8,
-        early_stopping_patience=8,
-        fine_tune_epochs=0,
-        batch_size=16,
-        augmentations="none",
-        checkpoint_dir=str(tmp_path / "first-pod"),
-        checkpoint_mirror=mirror,
-    )
-    code = (
-        "from imgclf.components.training.train import TrainConfig, train\n"
-        f"train({prepared['examples']!r}, {prepared['transform']!r}, "
-        f"{str(tmp_path / 'killed')!r}, TrainConfig(**{asdict(config)!r}))\n"
-    )
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
-    deadline = time.monotonic() + 180
-    while process.poll() is None and time.monotonic() < deadline:
-        if "run/train/checkpoints/full/training_metadata.json" in s3_bucket.names("run/train"):
-            break
-        time.sleep(0.1)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert storage.exists(f"{mirror}/full/training_metadata.json"), "nothing was mirrored"
+    config = _resumable(8, checkpoint_dir=str(tmp_path / "first-pod"), checkpoint_mirror=mirror)
+    backup = f"{mirror}/full/training_metadata.json"
+    _kill_training_when(lambda: storage.exists(backup), prepared, tmp_path / "killed", config)
+    assert storage.exists(backup), "nothing was mirrored before the kill"
 
     second_pod = dataclasses.replace(config, checkpoint_dir=str(tmp_path / "second-pod"))
     result = train.train(
