@@ -46,6 +46,13 @@ def _add_run(commands) -> None:
     for parameter in parameters():
         add_flag(groups[parameter.group], parameter)
     run.add_argument("--pipeline-root", default="runs", help="where kfp.local keeps artifacts")
+    run.add_argument(
+        "--runner",
+        choices=("subprocess", "docker"),
+        default="subprocess",
+        help="subprocess: every step in this Python environment; docker: every step in the "
+        "step image (make image) through DOCKER_HOST, e.g. podman's API service",
+    )
     run.add_argument("--summary-json", help="also write the run summary to this file")
     run.set_defaults(handler=_run)
 
@@ -192,7 +199,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"imgclf run: {error}", file=sys.stderr)
         return 2
     try:
-        summary = local.run(arguments, args.pipeline_root)
+        summary = local.run(arguments, args.pipeline_root, args.runner)
+    except ValueError as error:
+        print(f"imgclf run: {error}", file=sys.stderr)
+        return 2
     except local.PipelineFailed as error:
         print(
             f"\nimgclf run failed: {error}. The failing step's own error is above.", file=sys.stderr

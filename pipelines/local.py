@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from imgclf.pipelines.cluster import ClusterSettings
 from imgclf.pipelines.pipeline import create_pipeline
 from imgclf.pipelines.summary import RunSummary, summarize
 
@@ -19,18 +20,32 @@ class PipelineFailed(RuntimeError):
     """A step of the local run failed; its own error is in the log above."""
 
 
-def run(arguments: dict[str, Any], pipeline_root: str) -> RunSummary:
+# The parameters that may name a local path the steps read or write.
+CONTAINER_VISIBLE_PATHS = ("data_uri", "serving_root", "weights")
+
+
+def run(arguments: dict[str, Any], pipeline_root: str, runner: str = "subprocess") -> RunSummary:
+    """The whole DAG through ``kfp.local``: every step in this Python environment
+    (``subprocess``), or in the step image through a Docker-compatible API (``docker``:
+    ``DOCKER_HOST``, e.g. podman's service), as uid 1000, as the cluster runs it."""
     from kfp import local
 
     os.environ.update(STEP_ENVIRONMENT)
-    Path(pipeline_root).mkdir(parents=True, exist_ok=True)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(Path(pipeline_root).resolve()),
-        raise_on_error=True,
-    )
+    root = Path(pipeline_root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    cluster = ClusterSettings.load()
+    if runner == "docker":
+        _check_docker_run(arguments, root, cluster.step_image)
+        # The image's user (uid 1000) writes every step's outputs under the root.
+        root.chmod(0o1777)
+        # One image for every step: no GPU image here, and no GPU.
+        cluster = cluster.replace(gpu_image=cluster.step_image, gpu_count=0)
+        chosen = local.DockerRunner()
+    else:
+        chosen = local.SubprocessRunner(use_venv=False)
+    local.init(runner=chosen, pipeline_root=str(root), raise_on_error=True)
     # No schedule locally: ingest reads the data_snapshot asked for, else everything.
-    pipeline = create_pipeline(scheduled_at="")
+    pipeline = create_pipeline(cluster, scheduled_at="")
     with warnings.catch_warnings():
         # Images and the GPU request are for the cluster; locally every step runs in this
         # Python environment on the CPU.
@@ -41,3 +56,37 @@ def run(arguments: dict[str, Any], pipeline_root: str) -> RunSummary:
         except RuntimeError as error:
             raise PipelineFailed(str(error)) from error
     return summarize(Path(task.output.path).parent.parent)
+
+
+def _check_docker_run(arguments: dict[str, Any], root: Path, image: str) -> None:
+    """What a containerised run needs, before it starts: kfp.local mounts only the pipeline
+    root into the containers, and pulls an image it cannot find (offline: it cannot)."""
+    outside = [
+        f"{name}={value}"
+        for name, value in arguments.items()
+        if name in CONTAINER_VISIBLE_PATHS and _is_outside(value, root)
+    ]
+    if outside:
+        raise ValueError(
+            f"{', '.join(outside)}: a containerised run sees only its pipeline root ({root}); "
+            "put these under it or on a bucket."
+        )
+    try:
+        import docker
+
+        client = docker.from_env()
+        known = [tag for found in client.images.list() for tag in found.tags]
+        client.close()
+    except Exception as error:  # docker-py wraps every connection failure differently
+        raise ValueError(
+            f"no Docker-compatible API answers at DOCKER_HOST={os.environ.get('DOCKER_HOST')!r} "
+            f"({error}); start one with containers/podman-setup.sh start SOCKET."
+        ) from error
+    if image not in known:
+        raise ValueError(f"the step image {image} is not built here; build it with make image.")
+
+
+def _is_outside(value: Any, root: Path) -> bool:
+    """An absolute local path (``imgclf run`` makes data and serving paths absolute) that is
+    not under ``root``; URIs, the sample and ``imagenet`` are not paths."""
+    return isinstance(value, str) and value.startswith("/") and not Path(value).is_relative_to(root)
