@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# The pinned runtime dependencies the tests and the step images install.
+CONSTRAINTS := containers/constraints.txt
 
 # The bundled offline sample: 1,797 scikit-learn digits at 32x32. No ImageNet weights can be
 # downloaded offline, so the sample trains MobileNet from scratch.
@@ -27,14 +29,16 @@ CRON ?= 0 0 2 * * *
 PARAMS ?=
 RUN_PARAMETERS = data_uri=$(DATA_URI) serving_root=$(SERVING_ROOT) $(PARAMS)
 
-.PHONY: venv run test test-fast lint compile bench clean images submit schedule run-parameters
+.PHONY: venv run test test-fast lint compile bench clean images image image-gpu-standin \
+	run-containers submit \
+	schedule run-parameters
 
 venv: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev]"
 	touch $@
 
 run: $(INSTALLED)
@@ -66,6 +70,44 @@ images:
 	docker buildx build --platform $(PLATFORMS) -f containers/Dockerfile.gpu \
 		--build-arg IMGCLF_VERSION=$(VERSION) -t $(REGISTRY)/imgclf-gpu:$(TAG) --push .
 
+# The CPU step image built here with podman, offline: a base made from Debian's packages
+# (containers/local-base.sh) and a wheelhouse of the pinned dependencies made on this host.
+# Tagged as the pipeline's step image, so that `imgclf run --runner docker` finds it.
+PODMAN_SOCKET ?= /tmp/imgclf-podman/podman.sock
+WHEELHOUSE := build/wheelhouse
+STEP_IMAGE := $(REGISTRY)/imgclf:$(TAG)
+
+image: $(INSTALLED)
+	containers/podman-setup.sh
+	containers/local-base.sh
+	rm -rf $(WHEELHOUSE) build/image-sources && mkdir -p build/image-sources
+	cp -r pyproject.toml README.md components pipelines build/image-sources/
+	$(BIN)/pip wheel --quiet -c $(CONSTRAINTS) --wheel-dir $(WHEELHOUSE) build/image-sources \
+		'setuptools>=77'
+	rm -f $(WHEELHOUSE)/imgclf-*.whl
+	podman build --no-cache --network=none -v "$(CURDIR)/$(WHEELHOUSE):/wheelhouse:ro" \
+		--build-arg BASE=localhost/imgclf-base:bookworm \
+		--build-arg EXTRA_PIP_ARGS="--no-index --find-links /wheelhouse" \
+		--build-arg IMGCLF_VERSION=$(VERSION) -t $(STEP_IMAGE) -f containers/Dockerfile .
+
+# The GPU image's layers on the local CPU base: its CUDA base cannot be fetched here.
+image-gpu-standin: image
+	podman build --no-cache --network=none -v "$(CURDIR)/$(WHEELHOUSE):/wheelhouse:ro" \
+		--build-arg BASE=localhost/imgclf-base:bookworm \
+		--build-arg GPU_BASE=localhost/imgclf-base:bookworm \
+		--build-arg EXTRA_PIP_ARGS="--no-index --find-links /wheelhouse" \
+		--build-arg IMGCLF_VERSION=$(VERSION) -t localhost/imgclf-gpu-standin:$(TAG) \
+		-f containers/Dockerfile.gpu .
+
+# `make run`, every step in the step image (make image) as uid 1000, through podman's
+# Docker-compatible API; kfp.local mounts only the pipeline root, so serving lives under it.
+run-containers: $(INSTALLED)
+	containers/podman-setup.sh start $(PODMAN_SOCKET)
+	DOCKER_HOST=unix://$(PODMAN_SOCKET) $(BIN)/imgclf run --runner docker $(SAMPLE_ARGS) \
+		--pipeline-root runs-containers --serving-dir runs-containers/serving \
+		--summary-json runs-containers/summary.json; \
+		status=$$?; containers/podman-setup.sh stop $(PODMAN_SOCKET); exit $$status
+
 run-parameters:
 	$(if $(and $(DATA_URI),$(SERVING_ROOT)),,$(error Set DATA_URI and SERVING_ROOT, e.g. \
 		make $(firstword $(MAKECMDGOALS)) DATA_URI=gs://bucket/photos SERVING_ROOT=gs://bucket/models))
@@ -83,4 +125,4 @@ schedule: run-parameters compile
 		--no-catchup --pipeline-package-path $(PIPELINE) $(RUN_PARAMETERS)
 
 clean:
-	rm -rf runs serving build .pytest_cache
+	rm -rf runs runs-containers serving build .pytest_cache
