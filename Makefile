@@ -63,10 +63,14 @@ compile: $(INSTALLED)
 	$(BIN)/imgclf compile -o $(PIPELINE) --image $(REGISTRY)/imgclf:$(TAG) \
 		--gpu-image $(REGISTRY)/imgclf-gpu:$(TAG) $(COMPILE_FLAGS)
 
-# Builds and pushes the CPU step image and the GPU image (docker buildx, logged in to REGISTRY).
+# Builds and pushes the CPU step image, the light image and the GPU image (docker buildx,
+# logged in to REGISTRY).
 images:
 	docker buildx build --platform $(PLATFORMS) -f containers/Dockerfile \
 		--build-arg IMGCLF_VERSION=$(VERSION) -t $(REGISTRY)/imgclf:$(TAG) --push .
+	docker buildx build --platform $(PLATFORMS) -f containers/Dockerfile \
+		--build-arg IMGCLF_VERSION=$(VERSION) -t $(REGISTRY)/imgclf-light:$(TAG) \
+		--target light --push .
 	docker buildx build --platform $(PLATFORMS) -f containers/Dockerfile.gpu \
 		--build-arg IMGCLF_VERSION=$(VERSION) -t $(REGISTRY)/imgclf-gpu:$(TAG) --push .
 
@@ -76,6 +80,10 @@ images:
 PODMAN_SOCKET ?= /tmp/imgclf-podman/podman.sock
 WHEELHOUSE := build/wheelhouse
 STEP_IMAGE := $(REGISTRY)/imgclf:$(TAG)
+LOCAL_BUILD = podman build --no-cache --network=none -v "$(CURDIR)/$(WHEELHOUSE):/wheelhouse:ro" \
+	--build-arg BASE=localhost/imgclf-base:bookworm \
+	--build-arg EXTRA_PIP_ARGS="--no-index --find-links /wheelhouse" \
+	--build-arg IMGCLF_VERSION=$(VERSION)
 
 image: $(INSTALLED)
 	containers/podman-setup.sh
@@ -85,19 +93,13 @@ image: $(INSTALLED)
 	$(BIN)/pip wheel --quiet -c $(CONSTRAINTS) --wheel-dir $(WHEELHOUSE) build/image-sources \
 		'setuptools>=77'
 	rm -f $(WHEELHOUSE)/imgclf-*.whl
-	podman build --no-cache --network=none -v "$(CURDIR)/$(WHEELHOUSE):/wheelhouse:ro" \
-		--build-arg BASE=localhost/imgclf-base:bookworm \
-		--build-arg EXTRA_PIP_ARGS="--no-index --find-links /wheelhouse" \
-		--build-arg IMGCLF_VERSION=$(VERSION) -t $(STEP_IMAGE) -f containers/Dockerfile .
+	$(LOCAL_BUILD) -t $(STEP_IMAGE) -f containers/Dockerfile .
+	$(LOCAL_BUILD) --target light -t $(REGISTRY)/imgclf-light:$(TAG) -f containers/Dockerfile .
 
 # The GPU image's layers on the local CPU base: its CUDA base cannot be fetched here.
 image-gpu-standin: image
-	podman build --no-cache --network=none -v "$(CURDIR)/$(WHEELHOUSE):/wheelhouse:ro" \
-		--build-arg BASE=localhost/imgclf-base:bookworm \
-		--build-arg GPU_BASE=localhost/imgclf-base:bookworm \
-		--build-arg EXTRA_PIP_ARGS="--no-index --find-links /wheelhouse" \
-		--build-arg IMGCLF_VERSION=$(VERSION) -t localhost/imgclf-gpu-standin:$(TAG) \
-		-f containers/Dockerfile.gpu .
+	$(LOCAL_BUILD) --build-arg GPU_BASE=localhost/imgclf-base:bookworm \
+		-t localhost/imgclf-gpu-standin:$(TAG) -f containers/Dockerfile.gpu .
 
 # `make run`, every step in the step image (make image) as uid 1000, through podman's
 # Docker-compatible API; kfp.local mounts only the pipeline root, so serving lives under it.

@@ -98,6 +98,9 @@ def _add_compile(commands) -> None:
     compile_.add_argument("--config", help="a cluster settings file like pipelines/cluster.yaml")
     compile_.add_argument("--image", help="image for the CPU steps")
     compile_.add_argument("--gpu-image", help="image for the GPU steps (tune, train)")
+    compile_.add_argument(
+        "--light-image", help="image for the steps that run only kfp's executor (untuned)"
+    )
     compile_.add_argument("--gpus", type=int, help="GPUs per GPU step (0: run them on CPU)")
     compile_.add_argument("--accelerator", help="the GPU resource name, e.g. nvidia.com/gpu")
     compile_.add_argument("--shm-size", help="size of the memory-backed /dev/shm on GPU steps")
@@ -328,6 +331,7 @@ def cluster_settings(args: argparse.Namespace):
         for name, value in (
             ("step_image", args.image),
             ("gpu_image", args.gpu_image),
+            ("light_image", args.light_image),
             ("gpu_count", args.gpus),
             ("accelerator", args.accelerator),
             ("shm_size", args.shm_size),

@@ -21,6 +21,8 @@ SERVING_STEPS = ("validate", "evaluate", "push")
 # The steps that read the images under data_uri: listing, decoding, transforming, scoring the
 # test split, and the warmup requests.
 DATA_STEPS = ("ingest", "validate", "preprocess", "evaluate", "push")
+# The steps that need kfp and nothing of this project's dependencies.
+LIGHT_STEPS = ("untuned",)
 GCP_KEY_DIR = "/var/secrets/google"
 SHM_PATH = "/dev/shm"
 
@@ -62,6 +64,7 @@ class Toleration:
 class ClusterSettings:
     step_image: str
     gpu_image: str
+    light_image: str
     gpu_steps: tuple[str, ...]
     accelerator: str
     gpu_count: int
@@ -88,6 +91,7 @@ class ClusterSettings:
         settings = cls(
             step_image=raw["images"]["step"],
             gpu_image=raw["images"]["gpu"],
+            light_image=raw["images"]["light"],
             gpu_steps=tuple(gpu["steps"]),
             accelerator=gpu["accelerator"],
             gpu_count=int(gpu["count"]),
@@ -134,6 +138,7 @@ class ClusterSettings:
 
         on_gpu = step in self.gpu_steps and self.gpu_count > 0
         image = self.gpu_image if step in self.gpu_steps else self.step_image
+        image = self.light_image if step in LIGHT_STEPS else image
         task.set_container_image(image)
         # A remote Beam runner's workers run this image too.
         task.set_env_variable(STEP_IMAGE_VARIABLE, image)

@@ -20,6 +20,11 @@ class PipelineFailed(RuntimeError):
     """A step of the local run failed; its own error is in the log above."""
 
 
+# Each step's command, started a second late. kfp.local runs containers with auto_remove and
+# reads their logs after starting them; a step that ends first (untuned, in well under a
+# second) is gone by then, which podman 4.3's API answers with a 500 rather than the 404 that
+# kfp.local catches (kfp/local/docker_task_handler.py, run_docker_container), failing the run.
+HELD_ENTRYPOINT = ["sh", "-c", 'sleep 1 && exec "$@"', "held"]
 # The parameters that may name a local path the steps read or write.
 CONTAINER_VISIBLE_PATHS = ("data_uri", "serving_root", "weights")
 
@@ -35,12 +40,12 @@ def run(arguments: dict[str, Any], pipeline_root: str, runner: str = "subprocess
     root.mkdir(parents=True, exist_ok=True)
     cluster = ClusterSettings.load()
     if runner == "docker":
-        _check_docker_run(arguments, root, cluster.step_image)
+        _check_docker_run(arguments, root, (cluster.step_image, cluster.light_image))
         # The image's user (uid 1000) writes every step's outputs under the root.
         root.chmod(0o1777)
         # One image for every step: no GPU image here, and no GPU.
         cluster = cluster.replace(gpu_image=cluster.step_image, gpu_count=0)
-        chosen = local.DockerRunner()
+        chosen = local.DockerRunner(entrypoint=HELD_ENTRYPOINT)
     else:
         chosen = local.SubprocessRunner(use_venv=False)
     local.init(runner=chosen, pipeline_root=str(root), raise_on_error=True)
@@ -58,7 +63,7 @@ def run(arguments: dict[str, Any], pipeline_root: str, runner: str = "subprocess
     return summarize(Path(task.output.path).parent.parent)
 
 
-def _check_docker_run(arguments: dict[str, Any], root: Path, image: str) -> None:
+def _check_docker_run(arguments: dict[str, Any], root: Path, images: tuple[str, ...]) -> None:
     """What a containerised run needs, before it starts: kfp.local mounts only the pipeline
     root into the containers, and pulls an image it cannot find (offline: it cannot)."""
     outside = [
@@ -82,8 +87,9 @@ def _check_docker_run(arguments: dict[str, Any], root: Path, image: str) -> None
             f"no Docker-compatible API answers at DOCKER_HOST={os.environ.get('DOCKER_HOST')!r} "
             f"({error}); start one with containers/podman-setup.sh start SOCKET."
         ) from error
-    if image not in known:
-        raise ValueError(f"the step image {image} is not built here; build it with make image.")
+    missing = [image for image in images if image not in known]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} not built here; build with make image.")
 
 
 def _is_outside(value: Any, root: Path) -> bool:

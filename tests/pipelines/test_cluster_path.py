@@ -102,13 +102,17 @@ def test_submit_and_schedule_say_what_is_missing(target):
     assert f"Set DATA_URI and SERVING_ROOT, e.g. make {target} DATA_URI=gs://" in result.stderr
 
 
-def test_make_images_builds_and_pushes_both_images_at_this_version():
+def test_make_images_builds_and_pushes_every_image_at_this_version():
     commands = make_dry_run("images", "REGISTRY=registry.example/ml", "TAG=2026-11-25")
-    assert len(commands) == 2
+    assert len(commands) == 3
     for command, dockerfile, image in zip(
         commands,
-        ("containers/Dockerfile", "containers/Dockerfile.gpu"),
-        ("registry.example/ml/imgclf:2026-11-25", "registry.example/ml/imgclf-gpu:2026-11-25"),
+        ("containers/Dockerfile", "containers/Dockerfile", "containers/Dockerfile.gpu"),
+        (
+            "registry.example/ml/imgclf:2026-11-25",
+            "registry.example/ml/imgclf-light:2026-11-25",
+            "registry.example/ml/imgclf-gpu:2026-11-25",
+        ),
         strict=True,
     ):
         assert command[:3] == ["docker", "buildx", "build"]
@@ -118,11 +122,16 @@ def test_make_images_builds_and_pushes_both_images_at_this_version():
         assert "--push" in command and command[-1] == "."
 
 
-def _bases(lines: list[str]) -> list[str]:
-    """The images a Dockerfile starts from, with build arguments at their defaults."""
-    defaults = dict(
+def _defaults(lines: list[str]) -> dict[str, str]:
+    """A Dockerfile's build arguments and their defaults."""
+    return dict(
         line.split(None, 1)[1].split("=", 1) for line in lines if re.match(r"ARG \w+=", line)
     )
+
+
+def _bases(lines: list[str]) -> list[str]:
+    """The images a Dockerfile starts from, with build arguments at their defaults."""
+    defaults = _defaults(lines)
     bases = [line.split()[1] for line in lines if line.startswith("FROM ")]
     return [re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], base) for base in bases]
 
@@ -135,6 +144,10 @@ def test_the_images_pin_their_bases_and_install_this_project_at_the_pinned_versi
         if base:
             assert bases[-1] == base
         assert any('"imgclf==${IMGCLF_VERSION}"' in line for line in lines)
+    cpu_lines = (REPO / "containers" / "Dockerfile").read_text().splitlines()
+    # The light image's kfp is the one the package requires (kfp>=2.17.0,<2.17.1).
+    (kfp_pin,) = [r for r in importlib.metadata.requires("imgclf") if re.match(r"kfp[<>=]", r)]
+    assert f">={_defaults(cpu_lines)['KFP_VERSION']}" in kfp_pin
     gpu_lines = (REPO / "containers" / "Dockerfile.gpu").read_text().splitlines()
     assert _bases(gpu_lines)[-1] == "tensorflow/tensorflow:2.21.0-gpu"
 

@@ -25,6 +25,8 @@ def compiled(tmp_path_factory):
                 "registry.example/imgclf:1",
                 "--gpu-image",
                 "registry.example/imgclf-gpu:1",
+                "--light-image",
+                "registry.example/imgclf-light:1",
             ]
         )
         == 0
@@ -105,8 +107,21 @@ def test_train_requests_a_gpu_in_the_gpu_image(spec):
     assert executors["exec-tune"]["container"]["resources"] == train["resources"]
     for name, executor in executors.items():
         if name not in GPU_STEPS:
-            assert executor["container"]["image"] == "registry.example/imgclf:1"
+            light = name == "exec-untuned"
+            expected = "registry.example/imgclf-light:1" if light else "registry.example/imgclf:1"
+            assert executor["container"]["image"] == expected
             assert "accelerator" not in executor["container"].get("resources", {})
+
+
+def test_the_step_that_returns_no_hyperparameters_imports_nothing_the_light_image_lacks(spec):
+    """untuned runs in the light image (kfp alone): its code must need nothing else."""
+    (source,) = [
+        part
+        for part in spec["deploymentSpec"]["executors"]["exec-untuned"]["container"]["command"]
+        if "def untuned" in part
+    ]
+    body = source[source.index("def untuned") :]
+    assert "import" not in body
 
 
 def test_steps_do_not_pip_install_at_run_time(spec):
@@ -304,6 +319,7 @@ def test_the_default_images_are_this_release():
     assert settings.step_image == kfp_steps.STEP_IMAGE
     assert settings.step_image.endswith(f":{version}")
     assert settings.gpu_image.endswith(f"-gpu:{version}")
+    assert settings.light_image.endswith(f"-light:{version}")
 
 
 def _all_tasks(spec) -> dict:
