@@ -24,3 +24,16 @@ def test_no_container_api_is_one_sentence_naming_how_to_start_one(tmp_path, monk
     assert cli.main([*args, "--serving-dir", str(root / "serving")]) == 2
     error = capsys.readouterr().err
     assert "no Docker-compatible API answers" in error and "podman-setup.sh start" in error
+
+
+def test_the_held_entrypoint_runs_the_step_unchanged_and_keeps_its_exit_status():
+    """The entrypoint only delays the step: arguments arrive intact and the status is its."""
+    import subprocess
+
+    from imgclf.pipelines.local import HELD_ENTRYPOINT
+
+    echoed = subprocess.run(
+        [*HELD_ENTRYPOINT, "printf", "%s|", "a b", "$HOME"], capture_output=True
+    )
+    assert echoed.stdout == b"a b|$HOME|"
+    assert subprocess.run([*HELD_ENTRYPOINT, "sh", "-c", "exit 3"]).returncode == 3
