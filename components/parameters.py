@@ -566,6 +566,12 @@ class BlessingRules(Settings):
         "hides)",
         within="[0, 1]",
     )
+    unscorable_baseline: str = setting(
+        "fail",
+        "when the served model cannot be scored (unreadable, or of another task): fail the step, "
+        "or judge_on_floors to bless on the floors alone, on purpose",
+        choices=("fail", "judge_on_floors"),
+    )
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -31,6 +32,10 @@ from imgclf.components.training import record
 log = logging.getLogger(__name__)
 
 _READERS = 16
+# Scoring the served model is tried this often, waiting 2 s, then 4 s: a store's hiccup
+# passes, a broken model does not.
+BASELINE_ATTEMPTS = 3
+BASELINE_RETRY_SECONDS = 2
 
 
 @dataclass
@@ -71,7 +76,7 @@ def evaluate(
     candidate_predictions = predict(signature.ServedModel(candidate_dir), images, batch_size)
     candidate = score(truth, candidate_predictions)
     baseline_version, baseline, baseline_error = _score_baseline(
-        serving, lambda model: score(truth, predict(model, images, batch_size))
+        serving, lambda model: score(truth, predict(model, images, batch_size)), rules
     )
     checks = blessing_checks(candidate, baseline, rules)
     evaluation = Evaluation(
@@ -103,11 +108,17 @@ def evaluate(
     return evaluation
 
 
+class BaselineUnscorable(RuntimeError):
+    """The served model could not be scored, so the candidate cannot be judged against it."""
+
+
 def _score_baseline(
-    serving: ServingTarget, score
+    serving: ServingTarget, score, rules: BlessingRules
 ) -> tuple[int | None, ModelMetrics | None, str | None]:
     """``(version, metrics, error)`` of the version TF Serving serves now: all None when there
-    is none; metrics None and the error when it cannot be scored."""
+    is none. One that cannot be scored, after ``BASELINE_ATTEMPTS`` tries (a store's hiccup
+    passes), fails the step, unless ``rules.unscorable_baseline`` says to judge on the floors
+    alone: then metrics None and the error. Failing open would let a worse model ship."""
     served = models_config.served_version(serving.serving_root, serving.model_name)
     if served is None:
         log.info(
@@ -117,19 +128,24 @@ def _score_baseline(
         )
         return None, None, None
     version, baseline_dir = served
-    log.info("Scoring the baseline, version %d at %s", version, baseline_dir)
-    try:
-        with layout.local_copy(baseline_dir) as local_dir:
-            return version, score(signature.ServedModel(local_dir)), None
-    except Exception as error:  # noqa: BLE001 - a broken baseline must not block a fix
-        error_text = f"{type(error).__name__}: {error}"
-        log.warning(
-            "Baseline version %d could not be scored (%s); judging the candidate on the floors "
-            "alone",
-            version,
-            error_text,
-        )
+    for attempt in range(1, BASELINE_ATTEMPTS + 1):
+        log.info("Scoring the baseline, version %d at %s", version, baseline_dir)
+        try:
+            with layout.local_copy(baseline_dir) as local_dir:
+                return version, score(signature.ServedModel(local_dir)), None
+        except Exception as error:  # noqa: BLE001 - whatever it is, the rule below decides
+            error_text = f"{type(error).__name__}: {error}"
+            log.warning("Attempt %d: baseline version %d: %s", attempt, version, error_text)
+            if attempt < BASELINE_ATTEMPTS:
+                time.sleep(BASELINE_RETRY_SECONDS * attempt)
+    if rules.unscorable_baseline == "judge_on_floors":
+        log.warning("Judging the candidate on the floors alone (unscorable_baseline)")
         return version, None, error_text
+    raise BaselineUnscorable(
+        f"The served version {version} at {baseline_dir} could not be scored "
+        f"({error_text}), so the candidate cannot be compared with it. Fix or roll back the "
+        "served model, or set unscorable_baseline=judge_on_floors to judge on the floors alone."
+    )
 
 
 def _read_all(uris: list[str]) -> list[bytes]:

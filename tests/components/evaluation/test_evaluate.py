@@ -6,7 +6,7 @@ import pytest
 from conftest import IMAGE_SIZE, _train_small_model, keras_model_of
 from imgclf.components import manifest
 from imgclf.components.evaluation.blessing import blessing_checks
-from imgclf.components.evaluation.evaluate import evaluate
+from imgclf.components.evaluation.evaluate import BaselineUnscorable, evaluate
 from imgclf.components.evaluation.metrics import (
     Predictions,
     classification_metrics,
@@ -236,16 +236,20 @@ def test_a_worse_retrain_is_refused_by_name_and_a_better_one_blessed(prepared, t
     assert better.blessed and better.baseline_version == 1
 
 
-def test_a_broken_baseline_does_not_block_a_fix(trained_model, prepared, tmp_path):
+def test_a_baseline_that_cannot_be_scored_fails_the_step_unless_told_to_judge_on_floors(
+    trained_model, prepared, tmp_path, caplog
+):
+    """Failing open would let a worse model ship whenever the served one cannot be read."""
     broken = tmp_path / "serving" / "colours" / "3"
     broken.mkdir(parents=True)
     (broken / "saved_model.pb").write_bytes(b"garbage")
-    result = evaluate(
-        trained_model,
-        prepared["validated"],
-        ServingTarget(str(tmp_path / "serving"), "colours"),
-        BlessingRules(min_accuracy=0.0),
-    )
+    serving = ServingTarget(str(tmp_path / "serving"), "colours")
+    with pytest.raises(BaselineUnscorable, match="served version 3 .* unscorable_baseline="):
+        evaluate(trained_model, prepared["validated"], serving, BlessingRules(min_accuracy=0.0))
+    assert "Attempt 3: baseline version 3" in caplog.text  # retried before failing
+
+    on_floors = BlessingRules(min_accuracy=0.0, unscorable_baseline="judge_on_floors")
+    result = evaluate(trained_model, prepared["validated"], serving, on_floors)
     assert result.baseline is None and result.baseline_version == 3
     assert result.baseline_error
     assert result.blessed
@@ -275,7 +279,11 @@ def test_a_multi_label_candidate_against_a_served_model(
         multi_label_model,
         multi_label_prepared["validated"],
         ServingTarget(serving_root, "corners"),
-        BlessingRules(min_accuracy=0.0, regression_metric="macro_average_precision"),
+        BlessingRules(
+            min_accuracy=0.0,
+            regression_metric="macro_average_precision",
+            unscorable_baseline="judge_on_floors",  # the task changed on purpose
+        ),
         output_dir=str(out),
     )
     assert result.baseline is None and "trained on single-label data" in result.baseline_error
