@@ -27,6 +27,9 @@ from kfp.dsl import (
 
 # Each task's image comes from pipelines/cluster.yaml; this one is the components' own default.
 STEP_IMAGE = "ghcr.io/imgclf/imgclf:0.1.0"
+# Where a task finds the name of the image it runs in (set at compile time), for remote Beam
+# workers to run the same code.
+STEP_IMAGE_VARIABLE = "IMGCLF_STEP_IMAGE"
 
 _component = dsl.component(base_image=STEP_IMAGE, install_kfp_package=False)
 
@@ -106,9 +109,11 @@ def preprocess(
 
     On a remote runner (Dataflow) the workers write the outputs straight to the artifacts'
     URIs, where the launcher's upload of the (empty) local folders finds nothing to add."""
+    import os
     import posixpath
 
     from imgclf.components import logs
+    from imgclf.components.kfp_steps import STEP_IMAGE_VARIABLE
     from imgclf.components.parameters import PreprocessSettings
     from imgclf.components.transform import preprocess as step
 
@@ -117,7 +122,9 @@ def preprocess(
     if step.runs_remotely(beam_pipeline_args):
         outputs = (examples.uri, transform_graph.uri)
         beam_pipeline_args = step.remote_runner_args(
-            beam_pipeline_args, posixpath.dirname(examples.uri)
+            beam_pipeline_args,
+            posixpath.dirname(examples.uri),
+            os.environ.get(STEP_IMAGE_VARIABLE, ""),
         )
     counts = step.preprocess(
         validated_manifest.path,

@@ -216,17 +216,14 @@ def upload_file(local_path: str | Path, uri: str) -> None:
 
 
 def upload_folder(local_dir: str | Path, uri: str, last: str | None = None) -> None:
-    """Copies every file under ``local_dir`` to ``uri``, keeping relative paths; the file named
-    ``last`` (relative) goes after all others, so its presence says the rest is there."""
+    """Copies every file under ``local_dir`` to ``uri`` on a store, keeping relative paths; the
+    file named ``last`` (relative) goes after all others, so its presence says the rest is
+    there."""
     local_dir = Path(local_dir)
     files = sorted(p.relative_to(local_dir).as_posix() for p in local_dir.rglob("*") if p.is_file())
     files.sort(key=lambda relative: relative == last)
     for relative in files:
-        target = join(uri, relative)
-        if is_remote(uri):
-            upload_file(local_dir / relative, target)
-        else:
-            write_bytes(target, (local_dir / relative).read_bytes())
+        upload_file(local_dir / relative, join(uri, relative))
 
 
 def download_folder(uri: str, local_dir: str | Path) -> Path:
@@ -235,11 +232,8 @@ def download_folder(uri: str, local_dir: str | Path) -> Path:
     for relative in list_files(uri):
         target = local_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        if is_remote(uri):
-            fs, path = _filesystem(join(uri, relative))
-            fs.get_file(path, str(target))
-        else:
-            target.write_bytes(read_bytes(join(uri, relative)))
+        fs, path = _filesystem(join(uri, relative))
+        fs.get_file(path, str(target))
     return local_dir
 
 

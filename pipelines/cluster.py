@@ -14,6 +14,8 @@ from pathlib import Path
 import yaml
 from kfp import dsl, kubernetes
 
+from imgclf.components.kfp_steps import STEP_IMAGE_VARIABLE
+
 DEFAULTS_FILE = Path(__file__).with_name("cluster.yaml")
 STEPS = ("ingest", "validate", "preprocess", "untuned", "tune", "train", "evaluate", "push")
 # The steps that read or write <serving_root>: drift and baseline, and the push itself.
@@ -134,8 +136,6 @@ class ClusterSettings:
     def apply(self, task: dsl.PipelineTask, step: str) -> dsl.PipelineTask:
         """Sets the step's image, resources, GPU placement, retries, timeout, volumes and
         credentials."""
-        from imgclf.components.transform.preprocess import STEP_IMAGE_VARIABLE
-
         on_gpu = step in self.gpu_steps and self.gpu_count > 0
         image = self.gpu_image if step in self.gpu_steps else self.step_image
         image = self.light_image if step in LIGHT_STEPS else image

@@ -253,15 +253,7 @@ def _fresh_bucket(server, scheme: str, monkeypatch) -> Bucket:
         monkeypatch.setenv(name, value)
     name = f"photos-{os.getpid()}-{next(_bucket_numbers)}"
     server.make_bucket(name)
-    if scheme == "s3":
-        import s3fs
-
-        fs = s3fs.S3FileSystem(use_listings_cache=False, skip_instance_cache=True)
-    else:
-        import gcsfs
-
-        fs = gcsfs.GCSFileSystem(token="anon", use_listings_cache=False, skip_instance_cache=True)
-    return Bucket(f"{scheme}://{name}", fs)
+    return Bucket(f"{scheme}://{name}", server.filesystem())
 
 
 @pytest.fixture

@@ -54,6 +54,18 @@ class S3Server:
             aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
         ).create_bucket(Bucket=name)
 
+    def filesystem(self):
+        """An s3fs client of its own, to put and look at objects as another program would."""
+        import s3fs
+
+        return s3fs.S3FileSystem(
+            key=self.env["AWS_ACCESS_KEY_ID"],
+            secret=self.env["AWS_SECRET_ACCESS_KEY"],
+            endpoint_url=self.endpoint_url,
+            use_listings_cache=False,
+            skip_instance_cache=True,
+        )
+
 
 @dataclass(frozen=True)
 class GCSServer:
@@ -69,6 +81,16 @@ class GCSServer:
             credentials=AnonymousCredentials(),
             client_options={"api_endpoint": self.url},
         ).create_bucket(name)
+
+    def filesystem(self):
+        """A gcsfs client of its own, to put and look at objects as another program would."""
+        # gcsfs.core's class, not gcsfs.GCSFileSystem: which one that name is depends on
+        # GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT when gcsfs was first imported.
+        from gcsfs.core import GCSFileSystem
+
+        return GCSFileSystem(
+            endpoint_url=self.url, token="anon", use_listings_cache=False, skip_instance_cache=True
+        )
 
 
 @contextlib.contextmanager

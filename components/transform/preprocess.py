@@ -11,7 +11,6 @@ out), never as per-image Python dicts, and never the whole dataset at once.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -214,8 +213,6 @@ def _raw_example(image_bytes: bytes, labels: str | list[str], multi_label: bool)
 # Runners whose workers share this process's disk; any other (Dataflow, Flink, Spark) runs
 # elsewhere and must read and write through URIs.
 _LOCAL_RUNNERS = {"", "directrunner", "bundlebaseddirectrunner", "switchingdirectrunner"}
-# Where the step image names itself, for remote Beam workers to run the same code.
-STEP_IMAGE_VARIABLE = "IMGCLF_STEP_IMAGE"
 
 
 def runs_remotely(beam_pipeline_args: list[str]) -> bool:
@@ -226,17 +223,18 @@ def runs_remotely(beam_pipeline_args: list[str]) -> bool:
     return runner.lower() not in _LOCAL_RUNNERS
 
 
-def remote_runner_args(beam_pipeline_args: list[str], task_root_uri: str) -> list[str]:
-    """Beam options for workers elsewhere, the user's first: the step image as the workers'
+def remote_runner_args(
+    beam_pipeline_args: list[str], task_root_uri: str, step_image: str
+) -> list[str]:
+    """Beam options for workers elsewhere, the user's first: ``step_image`` as the workers'
     environment (so they have this package and its pinned TensorFlow), and a temp location
     beside the step's outputs when none is given."""
     from apache_beam.options.pipeline_options import GoogleCloudOptions, WorkerOptions
 
     options = PipelineOptions(beam_pipeline_args)
     added = []
-    image = os.environ.get(STEP_IMAGE_VARIABLE, "")
-    if image and not options.view_as(WorkerOptions).sdk_container_image:
-        added.append(f"--sdk_container_image={image}")
+    if step_image and not options.view_as(WorkerOptions).sdk_container_image:
+        added.append(f"--sdk_container_image={step_image}")
     if not options.view_as(GoogleCloudOptions).temp_location:
         added.append(f"--temp_location={storage.join(task_root_uri, 'beam-temp')}")
     return [*beam_pipeline_args, *added]

@@ -151,13 +151,8 @@ def new_run(s3, tmp_path):
 
 def _stored(s3, uri: str) -> list[str]:
     """The objects under ``uri`` in the S3 emulator, as minio:// URIs."""
-    import s3fs
-
-    store = s3fs.S3FileSystem(
-        key="testing", secret="testing", endpoint_url=s3.endpoint_url, skip_instance_cache=True
-    )
     key = uri.removeprefix("minio://")
-    return sorted(f"minio://{found}" for found in store.find(key))
+    return sorted(f"minio://{found}" for found in s3.filesystem().find(key))
 
 
 def _task_root(uri: str) -> str:
@@ -240,12 +235,18 @@ def test_a_failing_step_uploads_its_log_and_nothing_else(new_run, s3):
     assert [uri.rsplit("/", 1)[1] for uri in stored] == ["executor-logs-0"]
 
 
-def test_outputs_reach_the_store_only_after_the_step_exits(new_run, s3, tmp_path):
-    signals = tmp_path / "signals"
+def _started_and_written(new_run, signals: Path):
+    """The waiting pipeline's step, started and past writing its output, waiting for "go"."""
     signals.mkdir()
     run = new_run(waiting_pipeline, signals=str(signals))
     process = run.start("write-then-wait")
     _wait_for(signals / "written", process)
+    return run, process
+
+
+def test_outputs_reach_the_store_only_after_the_step_exits(new_run, s3, tmp_path):
+    signals = tmp_path / "signals"
+    run, process = _started_and_written(new_run, signals)
     local_notes = list(Path(launcher.local_path_for_uri(run.root)).rglob("note"))
     assert [path.read_text() for path in local_notes] == ["written"]
     assert _stored(s3, run.root) == []
@@ -256,11 +257,7 @@ def test_outputs_reach_the_store_only_after_the_step_exits(new_run, s3, tmp_path
 
 
 def test_a_killed_step_leaves_nothing_in_the_store_and_nothing_running(new_run, s3, tmp_path):
-    signals = tmp_path / "signals"
-    signals.mkdir()
-    run = new_run(waiting_pipeline, signals=str(signals))
-    process = run.start("write-then-wait")
-    _wait_for(signals / "written", process)
+    run, process = _started_and_written(new_run, tmp_path / "signals")
     process.kill()
     process.wait()
     with pytest.raises(launcher.StepFailed) as failure:
@@ -289,7 +286,7 @@ def test_conditions_skip_their_branch_and_one_of_takes_the_branch_that_ran(
 def test_a_steps_input_defaults_fill_the_placeholders_the_driver_left(new_run, s3):
     run = new_run(defaults_pipeline)
     outputs = run.run_all().outputs("greet")
-    assert _read(s3, outputs.uri("note")) == "hello 3"
+    assert s3.filesystem().cat_file(outputs.uri("note").removeprefix("minio://")) == b"hello 3"
 
 
 def test_run_until_runs_what_a_step_waits_for_and_nothing_after(new_run):
@@ -401,23 +398,8 @@ def test_the_whole_dag_runs_under_a_gcs_pipeline_root(tmp_path):
             assert result.skipped == {"condition-2", "tune"}
             assert result.outputs("ingest").metadata("manifest")["images"] == 1797
             assert result.outputs("evaluate").parameters["Output"] is True
-            served = _gcs_objects(gcs, "pipelines/serving")
+            served = gcs.filesystem().find("pipelines/serving")
             assert any(re.search(r"/imgclf/1/saved_model\.pb$", name) for name in served), served
-
-
-def _gcs_objects(gcs, prefix: str) -> list[str]:
-    from gcsfs.core import GCSFileSystem
-
-    return GCSFileSystem(endpoint_url=gcs.url, token="anon", skip_instance_cache=True).find(prefix)
-
-
-def _read(s3, uri: str) -> str:
-    import s3fs
-
-    store = s3fs.S3FileSystem(
-        key="testing", secret="testing", endpoint_url=s3.endpoint_url, skip_instance_cache=True
-    )
-    return store.cat_file(uri.removeprefix("minio://")).decode()
 
 
 def _answers(url: str) -> bool:

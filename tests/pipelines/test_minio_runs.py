@@ -6,7 +6,6 @@ run as the KFP v2 launcher runs it (tests/launcher.py): the pipeline root
 import json
 
 import pytest
-import s3fs
 
 import emulators
 import launcher
@@ -42,12 +41,6 @@ def minio():
         yield server
 
 
-def _store(minio) -> s3fs.S3FileSystem:
-    return s3fs.S3FileSystem(
-        key="testing", secret="testing", endpoint_url=minio.endpoint_url, skip_instance_cache=True
-    )
-
-
 def _run(spec, minio, **arguments) -> launcher.PipelineRun:
     try:
         return launcher.PipelineRun(
@@ -63,16 +56,16 @@ def _run(spec, minio, **arguments) -> launcher.PipelineRun:
 
 def _evaluation(minio, result) -> dict:
     uri = result.outputs("evaluate").uri("evaluation")
-    return json.loads(_store(minio).cat_file(uri.split("://", 1)[1] + "/evaluation.json"))
+    return json.loads(minio.filesystem().cat_file(uri.split("://", 1)[1] + "/evaluation.json"))
 
 
 def test_a_second_run_on_minio_is_judged_against_the_model_the_first_pushed(spec, minio):
     with _run(spec, minio, epochs=1) as first:
         pushed = first.run_all().outputs("push").metadata("pushed")
     assert pushed["version"] == 1 and pushed["path"] == f"{SERVING_ROOT}/imgclf/1"
-    served = _store(minio).find("mlpipeline/serving/imgclf/1")
+    served = minio.filesystem().find("mlpipeline/serving/imgclf/1")
     assert "mlpipeline/serving/imgclf/1/saved_model.pb" in served
-    assert _store(minio).exists("mlpipeline/serving/models.config")
+    assert minio.filesystem().exists("mlpipeline/serving/models.config")
 
     with _run(spec, minio, epochs=1) as second:
         result = second.run_all()
@@ -90,7 +83,7 @@ def test_a_train_pod_killed_on_minio_is_retried_and_resumes_from_its_checkpoints
         process = run.start("train")
         checkpoints = run.executor_input("train")["outputs"]["artifacts"]["checkpoints"]
         backup = checkpoints["artifacts"][0]["uri"].split("://", 1)[1] + "/full/latest.weights.h5"
-        _wait_for(lambda: _store(minio).exists(backup), process)
+        _wait_for(lambda: minio.filesystem().exists(backup), process)
         process.kill()
         with pytest.raises(launcher.StepFailed):
             run.finish("train", process)

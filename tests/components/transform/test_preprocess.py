@@ -181,19 +181,18 @@ def test_a_runner_whose_workers_cannot_see_this_disk_is_remote(args, remote):
     assert preprocess_step.runs_remotely(args) is remote
 
 
-def test_remote_workers_run_the_step_image_and_keep_temp_files_beside_the_outputs(monkeypatch):
+def test_remote_workers_run_the_step_image_and_keep_temp_files_beside_the_outputs():
     """Dataflow's workers run ``--sdk_container_image`` (Beam's WorkerOptions) and need a
     ``--temp_location`` they can reach (Beam's GoogleCloudOptions); the user's own win."""
-    monkeypatch.setenv(preprocess_step.STEP_IMAGE_VARIABLE, "registry.example/imgclf:9")
-    root = "gs://runs/imgclf/run-1/preprocess/salt"
-    args = preprocess_step.remote_runner_args(["--runner=DataflowRunner"], root)
+    root, image = "gs://runs/imgclf/run-1/preprocess/salt", "registry.example/imgclf:9"
+    args = preprocess_step.remote_runner_args(["--runner=DataflowRunner"], root, image)
     assert args == [
         "--runner=DataflowRunner",
         "--sdk_container_image=registry.example/imgclf:9",
         f"--temp_location={root}/beam-temp",
     ]
     own = ["--runner=DataflowRunner", "--sdk_container_image=mine:1", "--temp_location=gs://t/x"]
-    assert preprocess_step.remote_runner_args(own, root) == own
+    assert preprocess_step.remote_runner_args(own, root, image) == own
 
 
 def test_a_remote_runner_is_refused_outputs_its_workers_cannot_write(tmp_path):
