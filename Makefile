@@ -16,6 +16,9 @@ SAMPLE_ARGS := --data sample:digits --backbone mobilenet --alpha 0.5 --weights n
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 REGISTRY ?= ghcr.io/imgclf
 TAG ?= $(VERSION)
+STEP_IMAGE := $(REGISTRY)/imgclf:$(TAG)
+LIGHT_IMAGE := $(REGISTRY)/imgclf-light:$(TAG)
+GPU_IMAGE := $(REGISTRY)/imgclf-gpu:$(TAG)
 PLATFORMS ?= linux/amd64
 PIPELINE ?= build/pipeline.yaml
 COMPILE_FLAGS ?=
@@ -60,26 +63,24 @@ bench: $(INSTALLED)
 	$(BIN)/python -m bench.run
 
 compile: $(INSTALLED)
-	$(BIN)/imgclf compile -o $(PIPELINE) --image $(REGISTRY)/imgclf:$(TAG) \
-		--gpu-image $(REGISTRY)/imgclf-gpu:$(TAG) $(COMPILE_FLAGS)
+	$(BIN)/imgclf compile -o $(PIPELINE) --image $(STEP_IMAGE) --light-image $(LIGHT_IMAGE) \
+		--gpu-image $(GPU_IMAGE) $(COMPILE_FLAGS)
 
 # Builds and pushes the CPU step image, the light image and the GPU image (docker buildx,
 # logged in to REGISTRY).
 images:
 	docker buildx build --platform $(PLATFORMS) -f containers/Dockerfile \
-		--build-arg IMGCLF_VERSION=$(VERSION) -t $(REGISTRY)/imgclf:$(TAG) --push .
+		--build-arg IMGCLF_VERSION=$(VERSION) -t $(STEP_IMAGE) --push .
 	docker buildx build --platform $(PLATFORMS) -f containers/Dockerfile \
-		--build-arg IMGCLF_VERSION=$(VERSION) -t $(REGISTRY)/imgclf-light:$(TAG) \
-		--target light --push .
+		--build-arg IMGCLF_VERSION=$(VERSION) -t $(LIGHT_IMAGE) --target light --push .
 	docker buildx build --platform $(PLATFORMS) -f containers/Dockerfile.gpu \
-		--build-arg IMGCLF_VERSION=$(VERSION) -t $(REGISTRY)/imgclf-gpu:$(TAG) --push .
+		--build-arg IMGCLF_VERSION=$(VERSION) -t $(GPU_IMAGE) --push .
 
-# The CPU step image built here with podman, offline: a base made from Debian's packages
-# (containers/local-base.sh) and a wheelhouse of the pinned dependencies made on this host.
-# Tagged as the pipeline's step image, so that `imgclf run --runner docker` finds it.
+# The CPU step image and the light image built here with podman, offline: a base made from
+# Debian's packages (containers/local-base.sh) and a wheelhouse of the pinned dependencies
+# made on this host. Tagged as the pipeline's, so that `imgclf run --runner docker` finds them.
 PODMAN_SOCKET ?= /tmp/imgclf-podman/podman.sock
 WHEELHOUSE := build/wheelhouse
-STEP_IMAGE := $(REGISTRY)/imgclf:$(TAG)
 LOCAL_BUILD = podman build --no-cache --network=none -v "$(CURDIR)/$(WHEELHOUSE):/wheelhouse:ro" \
 	--build-arg BASE=localhost/imgclf-base:bookworm \
 	--build-arg EXTRA_PIP_ARGS="--no-index --find-links /wheelhouse" \
@@ -94,7 +95,7 @@ image: $(INSTALLED)
 		'setuptools>=77'
 	rm -f $(WHEELHOUSE)/imgclf-*.whl
 	$(LOCAL_BUILD) -t $(STEP_IMAGE) -f containers/Dockerfile .
-	$(LOCAL_BUILD) --target light -t $(REGISTRY)/imgclf-light:$(TAG) -f containers/Dockerfile .
+	$(LOCAL_BUILD) --target light -t $(LIGHT_IMAGE) -f containers/Dockerfile .
 
 # The GPU image's layers on the local CPU base: its CUDA base cannot be fetched here.
 image-gpu-standin: image

@@ -62,6 +62,8 @@ def test_make_submit_runs_kfp_run_create_with_the_experiment_and_parameters(pipe
     assert (
         compile_command[compile_command.index("--image") + 1] == f"ghcr.io/imgclf/imgclf:{VERSION}"
     )
+    light = compile_command[compile_command.index("--light-image") + 1]
+    assert light == f"ghcr.io/imgclf/imgclf-light:{VERSION}"
     command = kfp_command(commands)
     assert command[1:3] == ["--endpoint", "https://kfp.example.com/pipeline"]
     assert command[3:5] == ["run", "create"]
