@@ -27,9 +27,6 @@ from kfp.dsl import (
 
 # Each task's image comes from pipelines/cluster.yaml; this one is the components' own default.
 STEP_IMAGE = "ghcr.io/imgclf/imgclf:0.1.0"
-# Where a task finds the name of the image it runs in (set at compile time), for remote Beam
-# workers to run the same code.
-STEP_IMAGE_VARIABLE = "IMGCLF_STEP_IMAGE"
 
 _component = dsl.component(base_image=STEP_IMAGE, install_kfp_package=False)
 
@@ -113,7 +110,7 @@ def preprocess(
     import posixpath
 
     from imgclf.components import logs
-    from imgclf.components.kfp_steps import STEP_IMAGE_VARIABLE
+    from imgclf.components.environment import STEP_IMAGE_VARIABLE
     from imgclf.components.parameters import PreprocessSettings
     from imgclf.components.transform import preprocess as step
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from kfp import dsl, kubernetes
 
-from imgclf.components.kfp_steps import STEP_IMAGE_VARIABLE
+from imgclf.components.environment import STEP_IMAGE_VARIABLE
 
 DEFAULTS_FILE = Path(__file__).with_name("cluster.yaml")
 STEPS = ("ingest", "validate", "preprocess", "untuned", "tune", "train", "evaluate", "push")

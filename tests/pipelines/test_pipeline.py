@@ -129,6 +129,14 @@ def test_steps_do_not_pip_install_at_run_time(spec):
         assert "pip install" not in " ".join(executor["container"]["command"])
 
 
+def test_no_step_body_imports_the_module_that_defines_the_components(spec):
+    """Steps run with ``_KFP_RUNTIME=true``, under which ``kfp.dsl`` has no ``component``
+    (kfp/dsl/__init__.py: the decorator is imported only when ``_KFP_RUNTIME`` is not
+    "true"), so importing kfp_steps inside a step fails before the step starts."""
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        assert "kfp_steps" not in " ".join(executor["container"]["command"]), name
+
+
 def test_the_yaml_loads_back_with_the_kfp_sdk(compiled):
     from kfp import components
 
