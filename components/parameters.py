@@ -252,6 +252,19 @@ class ServingTarget(Settings):
         "imgclf",
         "the model's folder under serving_root and its name in TF Serving",
     )
+    serving_url: str = setting(
+        "",
+        "TF Serving's REST address, e.g. http://tfserving.imgclf:8501: a push or rollback that "
+        "moves a label waits until it reports the version AVAILABLE; empty: none is asked",
+    )
+    config_poll_seconds: int = setting(
+        60,
+        "how often TF Serving reads models.config (--model_config_file_poll_wait_seconds): a "
+        "label moves only after every replica has read the config that loads its version; 0: "
+        "no TF Serving reads serving_root",
+        within="[0, )",
+        local_default=0,
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -188,6 +188,15 @@ def _add_rollback(commands) -> None:
     rollback.add_argument("--serving-dir", required=True)
     rollback.add_argument("--model-name", required=True)
     rollback.add_argument("--to", type=int, required=True, metavar="VERSION")
+    # The cluster's defaults: a person rolls back what a running TF Serving serves.
+    for name in ("serving_url", "config_poll_seconds"):
+        parameter = next(p for p in parameters() if p.name == name)
+        rollback.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=parameter.type,
+            default=parameter.default,
+            help=parameter.description.replace("%", "%%"),
+        )
     rollback.set_defaults(handler=_rollback)
 
 
@@ -289,13 +298,15 @@ def _backbones(args: argparse.Namespace) -> int:
 def _rollback(args: argparse.Namespace) -> int:
     from imgclf.components import artifacts
     from imgclf.components.serving import models_config
+    from imgclf.components.serving.server_status import ServingServer, VersionNotLoaded
 
     serving_dir = (
         args.serving_dir if "://" in args.serving_dir else str(Path(args.serving_dir).resolve())
     )
+    server = ServingServer(args.serving_url, args.config_poll_seconds)
     try:
-        models_config.pin(serving_dir, args.model_name, args.to)
-    except ValueError as error:
+        models_config.pin(serving_dir, args.model_name, args.to, server)
+    except (ValueError, VersionNotLoaded) as error:
         print(f"imgclf rollback: {error}", file=sys.stderr)
         return 1
     print(

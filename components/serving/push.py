@@ -13,6 +13,7 @@ from pathlib import Path
 from imgclf.components import artifacts
 from imgclf.components.parameters import PushSettings, ServingTarget
 from imgclf.components.serving import infra_validation, layout, models_config, signature
+from imgclf.components.serving.server_status import ServingServer
 from imgclf.components.serving.warmup import warmup_images, write_warmup_requests
 
 log = logging.getLogger(__name__)
@@ -62,12 +63,13 @@ def push(
     except BaseException:
         layout.discard(staged)
         raise
-    state = models_config.record_push(root, name, version)
+    server = ServingServer(serving.serving_url, serving.config_poll_seconds)
+    state = models_config.record_push(root, name, version, server)
     log.info(
         "Pushed %s as version %d (%s): %s",
         name,
         version,
-        "canary beside pinned stable" if state.pinned else "stable",
+        "the newest" if state.pinned is None else f"canary beside stable {state.pinned}",
         path,
     )
     protected = frozenset(models_config.protected_versions(root, name))

@@ -37,7 +37,7 @@ def test_pushes_get_growing_versions_with_warmup_requests(trained_model, prepare
     assert signature.is_saved_model(second.path)
     assert (Path(second.path) / "assets.extra" / "data_profile.json").is_file()
     assert layout.latest_version(root, "colours") == (2, second.path)
-    assert models_config.read_state(root, "colours").stable == 2  # models.config follows
+    assert models_config.served_version(root, "colours")[0] == 2  # models.config follows
 
 
 def test_warmup_requests_replay_through_the_pushed_signature(trained_model, prepared, tmp_path):
@@ -292,5 +292,5 @@ def test_concurrent_pushes_to_a_bucket_all_land_and_all_are_recorded(
     assert [process.wait(timeout=300) for process in processes] == [0, 0, 0]
     assert layout.list_versions(root, "colours") == [1, 2]
     assert layout.list_versions(root, "shapes") == [1]
-    assert models_config.read_state(root, "colours").stable == 2
-    assert models_config.read_state(root, "shapes").stable == 1
+    assert models_config.read_state(root, "colours") == models_config.ServingState()
+    assert models_config.read_state(root, "shapes") == models_config.ServingState()
