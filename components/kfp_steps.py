@@ -12,6 +12,8 @@ parses them back (``Settings.from_step_input``). A list cannot travel inside tha
 launcher would write its JSON into a string), so ``beam_pipeline_args`` has its own parameter.
 """
 
+from typing import NamedTuple
+
 from kfp import dsl
 from kfp.dsl import (
     HTML,
@@ -32,26 +34,54 @@ _component = dsl.component(base_image=STEP_IMAGE, install_kfp_package=False)
 
 
 @_component
-def ingest(settings: dict, scheduled_at: str, manifest: Output[Dataset], metrics: Output[Metrics]):
-    """Lists the images under data_uri, as of the data snapshot, into a manifest with labels
-    and splits."""
+def fingerprint(settings: dict, scheduled_at: str) -> NamedTuple(
+    "Fingerprint", digest=str, snapshot=str
+):
+    """Fingerprints the files under data_uri as of the run's data snapshot (names, labels,
+    sizes, versions; no image is read): ingest and the steps after it are cached on it."""
     import dataclasses
+    from collections import namedtuple
 
     from imgclf.components import logs
-    from imgclf.components import manifest as manifest_table
-    from imgclf.components.data.ingest import ingest as ingest_images
+    from imgclf.components.data.ingest import fingerprint as fingerprint_data
     from imgclf.components.data.snapshot import snapshot_of_run
     from imgclf.components.parameters import IngestSettings
 
     logs.configure()
     asked = IngestSettings.from_step_input(settings)
     snapshot = snapshot_of_run(asked.data_snapshot, scheduled_at)
-    frame = ingest_images(
-        dataclasses.replace(asked, data_snapshot=snapshot), manifest.path, manifest.uri
+    found = fingerprint_data(dataclasses.replace(asked, data_snapshot=snapshot))
+    print(f"{found.files} files, fingerprint {found.digest}, newest change {found.snapshot}")
+    return namedtuple("Fingerprint", ["digest", "snapshot"])(found.digest, found.snapshot)
+
+
+@_component
+def ingest(
+    settings: dict,
+    data_fingerprint: str,
+    data_snapshot: str,
+    manifest: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Lists the images the fingerprint step fingerprinted (as of its snapshot, the newest
+    change among them) into a manifest with labels and splits."""
+    import dataclasses
+
+    from imgclf.components import logs
+    from imgclf.components import manifest as manifest_table
+    from imgclf.components.data.ingest import ingest as ingest_images
+    from imgclf.components.parameters import IngestSettings
+
+    logs.configure()
+    asked = dataclasses.replace(
+        IngestSettings.from_step_input(settings), data_snapshot=data_snapshot
     )
+    frame = ingest_images(asked, manifest.path, manifest.uri, expected_fingerprint=data_fingerprint)
     for split, count in manifest_table.counts_by_split(frame).items():
         metrics.log_metric(f"{split}_images", count)
-    manifest.metadata.update(images=len(frame), data_snapshot=snapshot)
+    manifest.metadata.update(
+        images=len(frame), data_snapshot=data_snapshot, data_fingerprint=data_fingerprint
+    )
 
 
 @_component

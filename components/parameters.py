@@ -276,7 +276,7 @@ class IngestSettings(Settings):
     """What to read and how to split it: the data, the snapshot it is read at, and the shares
     of the hash split when the data brings no split of its own."""
 
-    USED_BY = ("ingest",)
+    USED_BY = ("fingerprint", "ingest")
     data_uri: str = setting(
         "sample:digits",
         "the images: a class-per-folder tree (local, gs:// or s3://), a .csv/.jsonl listing, or "

@@ -173,6 +173,20 @@ def modified_at(uri: str) -> datetime:
     return datetime.fromtimestamp(Path(uri).stat().st_mtime, tz=timezone.utc)
 
 
+def stat(uri: str) -> tuple[int, datetime, str]:
+    """The file's size, when it last changed (UTC) and the store's tag of its contents (GCS
+    generation and MD5, S3 ETag; empty locally, where size and time are all there is)."""
+    if not is_remote(uri):
+        facts = Path(uri).stat()
+        return facts.st_size, datetime.fromtimestamp(facts.st_mtime, tz=timezone.utc), ""
+    fs, path = _filesystem(uri)
+    info = fs.info(path)
+    tag = ":".join(
+        str(info[key]) for key in ("generation", "md5Hash", "ETag") if info.get(key) is not None
+    )
+    return int(info["size"]), modified_at(uri), tag
+
+
 def read_bytes(uri: str) -> bytes:
     if is_remote(uri):
         fs, path = _filesystem(uri)

@@ -17,12 +17,22 @@ from kfp import dsl, kubernetes
 from imgclf.components.environment import STEP_IMAGE_VARIABLE
 
 DEFAULTS_FILE = Path(__file__).with_name("cluster.yaml")
-STEPS = ("ingest", "validate", "preprocess", "untuned", "tune", "train", "evaluate", "push")
+STEPS = (
+    "fingerprint",
+    "ingest",
+    "validate",
+    "preprocess",
+    "untuned",
+    "tune",
+    "train",
+    "evaluate",
+    "push",
+)
 # The steps that read or write <serving_root>: drift and baseline, and the push itself.
 SERVING_STEPS = ("validate", "evaluate", "push")
-# The steps that read the images under data_uri: listing, decoding, transforming, scoring the
-# test split, and the warmup requests.
-DATA_STEPS = ("ingest", "validate", "preprocess", "evaluate", "push")
+# The steps that read the images under data_uri: fingerprinting, listing, decoding,
+# transforming, scoring the test split, and the warmup requests.
+DATA_STEPS = ("fingerprint", "ingest", "validate", "preprocess", "evaluate", "push")
 # The steps that need kfp and nothing of this project's dependencies.
 LIGHT_STEPS = ("untuned",)
 GCP_KEY_DIR = "/var/secrets/google"

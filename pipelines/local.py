@@ -51,7 +51,7 @@ def run(arguments: dict[str, Any], pipeline_root: str, runner: str = "subprocess
     else:
         chosen = local.SubprocessRunner(use_venv=False)
     local.init(runner=chosen, pipeline_root=str(root), raise_on_error=True)
-    # No schedule locally: ingest reads the data_snapshot asked for, else everything.
+    # No schedule locally: the data_snapshot asked for, else everything.
     pipeline = create_pipeline(cluster, scheduled_at="")
     with warnings.catch_warnings():
         # Images and the GPU request are for the cluster; locally every step runs in this

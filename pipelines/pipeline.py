@@ -1,5 +1,5 @@
-"""The DAG: ingest -> validate -> preprocess -> [tune] -> train (GPU) -> evaluate -> [blessed]
-push.
+"""The DAG: fingerprint -> ingest -> validate -> preprocess -> [tune] -> train (GPU) ->
+evaluate -> [blessed] push.
 
 Its parameters and their descriptions come from ``imgclf.components.parameters``
 (``interface``); each step gets the settings it uses as one dict.
@@ -34,8 +34,9 @@ def create_pipeline(
     scheduled_at: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
 ):
     """The pipeline function, with where each step runs on a cluster (``cluster.yaml``'s
-    defaults unless given) and what tells ingest the time the run was scheduled for (KFP's
-    placeholder, which ``kfp.local`` cannot resolve: pass "" there)."""
+    defaults unless given) and what tells the fingerprint step the time the run was scheduled
+    for (KFP's placeholder, resolved by backends from 2.17.0; ``kfp.local`` cannot resolve it:
+    pass "" there)."""
     cluster = cluster or ClusterSettings.load()
     signature = pipeline_signature()
 
@@ -45,10 +46,18 @@ def create_pipeline(
         def settings(*groups):
             return step_settings(values, *groups)
 
-        ingested = kfp_steps.ingest(settings=settings(IngestSettings), scheduled_at=scheduled_at)
-        # New data must be seen on every scheduled run; data_snapshot makes a rerun read the
-        # same images.
-        cluster.apply(ingested, "ingest").set_caching_options(False)
+        # New data must be seen on every scheduled run: the fingerprint is taken every time,
+        # and ingest and everything after it are cached on it (unchanged data trains nothing).
+        fingerprinted = kfp_steps.fingerprint(
+            settings=settings(IngestSettings), scheduled_at=scheduled_at
+        )
+        cluster.apply(fingerprinted, "fingerprint").set_caching_options(False)
+        ingested = kfp_steps.ingest(
+            settings=settings(IngestSettings),
+            data_fingerprint=fingerprinted.outputs["digest"],
+            data_snapshot=fingerprinted.outputs["snapshot"],
+        )
+        cluster.apply(ingested, "ingest")
 
         validated = kfp_steps.validate(
             manifest=ingested.outputs["manifest"],

@@ -66,8 +66,7 @@ class Replica:
                 self.refusals.append(refusal)
                 return
             self.labels = {
-                entry.name: dict(entry.version_labels)
-                for entry in config.model_config_list.config
+                entry.name: dict(entry.version_labels) for entry in config.model_config_list.config
             }
             for entry in config.model_config_list.config:
                 self._aspire(entry)

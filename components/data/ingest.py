@@ -21,6 +21,7 @@ import pandas as pd
 from PIL import Image
 
 from imgclf.components import artifacts, manifest, storage
+from imgclf.components.data.fingerprint import DataFingerprint, of_files, of_sample
 from imgclf.components.data.listings import is_listing, read_listing
 from imgclf.components.data.sample import SAMPLE_DIGITS, render_sample_digits
 from imgclf.components.data.snapshot import as_of, parse_snapshot
@@ -33,27 +34,59 @@ _READERS = 16
 _PROGRESS_EVERY = 500
 
 
+def fingerprint(settings: IngestSettings) -> DataFingerprint:
+    """The fingerprint of the files ``settings`` name, as of its ``data_snapshot``."""
+    if settings.data_uri == SAMPLE_DIGITS:
+        return of_sample(settings)
+    _check_not_unknown_sample(settings.data_uri)
+    labelled = _listed(settings)
+    return of_files(labelled, _listing_of(settings.data_uri))
+
+
 def ingest(
-    settings: IngestSettings, output_dir: str, output_uri: str | None = None
+    settings: IngestSettings,
+    output_dir: str,
+    output_uri: str | None = None,
+    expected_fingerprint: str = "",
 ) -> pd.DataFrame:
     """Writes ``manifest.csv``, and what was asked for (``ingest.json``), into ``output_dir``
     and returns the manifest.
 
     ``output_uri`` is where ``output_dir`` is reachable from other steps (an object-store URI on a
-    cluster); sample images rendered into ``output_dir`` are recorded under it.
+    cluster); sample images rendered into ``output_dir`` are recorded under it. With
+    ``expected_fingerprint`` (the fingerprint step's), the files read must be the ones it
+    fingerprinted: later steps are cached on it.
     """
     if settings.data_uri == SAMPLE_DIGITS:
         frame = _rendered_sample(settings, output_dir, output_uri)
-    elif settings.data_uri.startswith("sample:"):
-        raise ValueError(
-            f"Unknown sample {settings.data_uri!r}: the bundled sample is {SAMPLE_DIGITS!r}."
-        )
     else:
-        frame = _manifest_of(_listed(settings), settings)
+        _check_not_unknown_sample(settings.data_uri)
+        labelled = _listed(settings)
+        if expected_fingerprint:
+            _check_fingerprint(labelled, settings.data_uri, expected_fingerprint)
+        frame = _manifest_of(labelled, settings)
     manifest.write(frame, output_dir)
     (Path(output_dir) / artifacts.INGEST_RECORD).write_text(json.dumps(asdict(settings), indent=2))
     log.info("Manifest: %s images per split", manifest.counts_by_split(frame))
     return frame
+
+
+def _check_not_unknown_sample(data_uri: str) -> None:
+    if data_uri.startswith("sample:"):
+        raise ValueError(f"Unknown sample {data_uri!r}: the bundled sample is {SAMPLE_DIGITS!r}.")
+
+
+def _listing_of(data_uri: str) -> str | None:
+    return data_uri if is_listing(data_uri) else None
+
+
+def _check_fingerprint(labelled: list[tuple], data_uri: str, expected: str) -> None:
+    if of_files(labelled, _listing_of(data_uri)).digest != expected:
+        raise ValueError(
+            f"The data under {data_uri} changed between the fingerprint step and ingest (a file "
+            "written with an old modification time, or a listing rewritten): run again, so "
+            "that later runs are not cached on data they did not read."
+        )
 
 
 def _listed(settings: IngestSettings) -> list[tuple]:

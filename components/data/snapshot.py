@@ -18,11 +18,30 @@ _READERS = 16
 
 def snapshot_of_run(data_snapshot: str, scheduled_at: str) -> str:
     """The snapshot a run reads: the one asked for, else the time the run was scheduled for
-    (KFP resolves it; backends that do not pass the placeholder through unresolved, which
-    means none)."""
+    (KFP's placeholder: a recurring run's slot, a one-off run's creation), else none
+    (everything present now); the log says which, and why."""
     if data_snapshot:
+        log.info("Reading the data as of %s: the data_snapshot asked for", data_snapshot)
         return data_snapshot
-    return "" if scheduled_at.startswith("{{") else scheduled_at
+    if scheduled_at.startswith("{{"):
+        log.warning(
+            "The schedule time reached this step unresolved (%s): KFP backends before 2.17.0 "
+            "do not resolve it (kubeflow/pipelines#12616); reading everything present now",
+            scheduled_at,
+        )
+        return ""
+    if scheduled_at:
+        log.info(
+            "Reading the data as of %s: the time KFP scheduled this run for (a recurring "
+            "run's slot, else its creation)",
+            scheduled_at,
+        )
+        return scheduled_at
+    log.info(
+        "Reading everything present now: no data_snapshot, and no schedule time (a local run, "
+        "or a KFP backend before 2.17.0)"
+    )
+    return ""
 
 
 def parse_snapshot(text: str) -> datetime:

@@ -8,7 +8,17 @@ from imgclf.components import kfp_steps
 from imgclf.pipelines import cli
 from imgclf.pipelines.cluster import DEFAULTS_FILE, ClusterSettings
 
-STEPS = {"ingest", "validate", "preprocess", "tune", "untuned", "train", "evaluate", "push"}
+STEPS = {
+    "fingerprint",
+    "ingest",
+    "validate",
+    "preprocess",
+    "tune",
+    "untuned",
+    "train",
+    "evaluate",
+    "push",
+}
 GPU_STEPS = {"exec-tune", "exec-train"}
 
 
@@ -70,6 +80,7 @@ def test_the_dag_has_its_steps_in_order(spec):
     }
     assert steps == STEPS
     upstream = {name: set(task.get("dependentTasks", [])) for name, task in root.items()}
+    assert upstream["ingest"] == {"fingerprint"}
     assert upstream["validate"] == {"ingest"}
     assert upstream["preprocess"] == {"validate"}
     assert upstream["train"] == {"preprocess", "condition-branches-1"}
@@ -223,18 +234,30 @@ def test_gpu_steps_retry_with_backoff_and_the_others_fail_fast(spec):
 def test_caching_is_on_for_deterministic_steps_only(spec):
     tasks = _all_tasks(spec)
     cached = {step for step in STEPS if tasks[step]["cachingOptions"].get("enableCache")}
-    assert cached == {"validate", "preprocess", "untuned", "tune", "train"}
+    # The fingerprint is taken every run; everything from ingest through train is cached on it.
+    assert cached == {"ingest", "validate", "preprocess", "untuned", "tune", "train"}
 
 
-def test_ingest_reads_the_data_as_of_the_snapshot_or_the_scheduled_time(spec):
-    inputs = spec["root"]["dag"]["tasks"]["ingest"]["inputs"]["parameters"]
-    settings = inputs["settings"]["runtimeValue"]["constant"]
+def test_the_fingerprint_reads_the_data_as_of_the_snapshot_or_the_scheduled_time(spec):
+    """The schedule time is KFP's placeholder, given to the fingerprint task as its own
+    argument: the open-source driver resolves it from 2.17.0 only in that form, from the
+    Workflow's workflowEpoch label (backend/src/v2/cmd/driver/main.go:262-303, PR #13474;
+    kubeflow/pipelines#12616 for older backends), while the [[ScheduledTime]] macros are not
+    substituted into a v2 recurring run's pinned pipeline version (#12494). Ingest does not take
+    it, so that its cache key stays the same from night to night."""
+    tasks = spec["root"]["dag"]["tasks"]
+    fingerprint = tasks["fingerprint"]["inputs"]["parameters"]
+    settings = fingerprint["settings"]["runtimeValue"]["constant"]
     assert settings["data_snapshot"] == "{{$.inputs.parameters['pipelinechannel--data_snapshot']}}"
-    assert inputs["pipelinechannel--data_snapshot"] == {"componentInputParameter": "data_snapshot"}
-    assert inputs["scheduled_at"]["runtimeValue"]["constant"] == (
-        "{{$.pipeline_job_schedule_time_utc}}"
-    )
+    assert fingerprint["scheduled_at"] == {
+        "runtimeValue": {"constant": "{{$.pipeline_job_schedule_time_utc}}"}
+    }
     assert spec["root"]["inputDefinitions"]["parameters"]["data_snapshot"]["defaultValue"] == ""
+    ingest = tasks["ingest"]["inputs"]["parameters"]
+    assert "scheduled_at" not in ingest
+    assert ingest["data_snapshot"] == {
+        "taskOutputParameter": {"outputParameterKey": "snapshot", "producerTask": "fingerprint"}
+    }
 
 
 def test_images_and_models_pass_as_artifacts_under_the_pipeline_root_not_by_value(spec):
@@ -375,7 +398,8 @@ def test_a_data_claim_is_mounted_in_every_step_that_reads_the_images(tmp_path):
         in [(m["constant"], m["mountPath"]) for m in executor.get("pvcMount", [])]
     }
     assert mounted == {
-        f"exec-{step}" for step in ("ingest", "validate", "preprocess", "evaluate", "push")
+        f"exec-{step}"
+        for step in ("fingerprint", "ingest", "validate", "preprocess", "evaluate", "push")
     }
 
 

@@ -329,7 +329,8 @@ def test_the_sample_is_rendered_whatever_the_snapshot(tmp_path):
     [
         ("2026-11-01T00:00:00Z", "2026-11-25T02:00:00Z", "2026-11-01T00:00:00Z"),
         ("", "2026-11-25T02:00:00Z", "2026-11-25T02:00:00Z"),
-        # KFP backends that do not resolve the placeholder pass it through.
+        ("", "", ""),
+        # Backends before 2.17.0 pass the placeholder through unresolved.
         ("", "{{$.pipeline_job_schedule_time_utc}}", ""),
     ],
 )

@@ -139,9 +139,7 @@ def test_a_version_that_never_loads_leaves_the_labels_where_they_were(tmp_path):
             models_config._change_state(
                 str(tmp_path), "m", lambda _: models_config.ServingState(pinned=2), server
             )
-        assert dict(_config(tmp_path).model_config_list.config[0].version_labels) == {
-            "stable": 1
-        }
+        assert dict(_config(tmp_path).model_config_list.config[0].version_labels) == {"stable": 1}
         assert deployment.refusals == []
 
 
