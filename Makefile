@@ -23,6 +23,8 @@ PLATFORMS ?= linux/amd64
 PIPELINE ?= build/pipeline.yaml
 COMPILE_FLAGS ?=
 KFP_ENDPOINT ?= http://localhost:8080
+# The profile namespace on multi-user Kubeflow; a token comes from $KFP_EXISTING_TOKEN.
+NAMESPACE ?= kubeflow
 EXPERIMENT ?= imgclf
 RUN_NAME ?= imgclf-$(shell date -u +%Y%m%d-%H%M%S)
 SCHEDULE_NAME ?= imgclf-nightly
@@ -115,17 +117,18 @@ run-parameters:
 	$(if $(and $(DATA_URI),$(SERVING_ROOT)),,$(error Set DATA_URI and SERVING_ROOT, e.g. \
 		make $(firstword $(MAKECMDGOALS)) DATA_URI=gs://bucket/photos SERVING_ROOT=gs://bucket/models))
 
-# One run now (`kfp run create`; `kfp run submit` is its older alias).
-submit: run-parameters compile
-	$(BIN)/kfp --endpoint $(KFP_ENDPOINT) run create --experiment-name $(EXPERIMENT) \
-		--run-name $(RUN_NAME) --package-file $(PIPELINE) $(RUN_PARAMETERS)
+# One run now, and retraining on a schedule (one run at a time, no catch-up after a pause, each
+# run reading the data as of its slot), through the kfp client: the compiled pipeline is
+# registered as `imgclf` with a version per release, and parameters keep their types.
+KFP_FLAGS = --endpoint $(KFP_ENDPOINT) --namespace $(NAMESPACE) --experiment $(EXPERIMENT) \
+	--package $(PIPELINE)
 
-# Retraining on a schedule: one run at a time, no catch-up after a pause. Each run's ingest
-# reads the data as of its scheduled time.
+submit: run-parameters compile
+	$(BIN)/imgclf submit $(KFP_FLAGS) --run-name $(RUN_NAME) $(RUN_PARAMETERS)
+
 schedule: run-parameters compile
-	$(BIN)/kfp --endpoint $(KFP_ENDPOINT) recurring-run create --experiment-name $(EXPERIMENT) \
-		--job-name $(SCHEDULE_NAME) --cron-expression "$(CRON)" --max-concurrency 1 \
-		--no-catchup --pipeline-package-path $(PIPELINE) $(RUN_PARAMETERS)
+	$(BIN)/imgclf schedule $(KFP_FLAGS) --name $(SCHEDULE_NAME) --cron "$(CRON)" \
+		$(RUN_PARAMETERS)
 
 clean:
 	rm -rf runs runs-containers serving build .pytest_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
         _add_backbones,
         _add_parameters,
         _add_rollback,
+        _add_submit,
+        _add_schedule,
     ):
         add_command(commands)
     return parser
@@ -198,6 +201,102 @@ def _add_rollback(commands) -> None:
             help=parameter.description.replace("%", "%%"),
         )
     rollback.set_defaults(handler=_rollback)
+
+
+def _add_kfp_flags(command) -> None:
+    """Where the compiled pipeline goes and how to reach KFP's API, as kfp.Client takes it."""
+    command.add_argument("--package", default="build/pipeline.yaml", help="the compiled pipeline")
+    command.add_argument("--experiment", default="imgclf")
+    command.add_argument(
+        "--endpoint",
+        help="the KFP API, e.g. https://kubeflow.example.com/pipeline (default: "
+        "$KF_PIPELINES_ENDPOINT, else the kube context's in-cluster address)",
+    )
+    command.add_argument(
+        "--namespace", default="kubeflow", help="the profile namespace of multi-user Kubeflow"
+    )
+    command.add_argument(
+        "--existing-token",
+        default=os.environ.get("KFP_EXISTING_TOKEN"),
+        help="a bearer token for the API (default: $KFP_EXISTING_TOKEN)",
+    )
+    command.add_argument(
+        "--cookies", help="cookies for an authenticating proxy, e.g. authservice_session=..."
+    )
+    command.add_argument(
+        "--service-account-token",
+        metavar="PATH",
+        help="a projected service-account token (in a pod: "
+        "/var/run/secrets/kubeflow/pipelines/token)",
+    )
+    command.add_argument(
+        "parameters", nargs="*", metavar="NAME=VALUE", help="pipeline parameters, typed as declared"
+    )
+
+
+def _add_submit(commands) -> None:
+    submit = commands.add_parser(
+        "submit", help="register the compiled pipeline's version and start a run on Kubeflow"
+    )
+    _add_kfp_flags(submit)
+    submit.add_argument("--run-name", default="imgclf")
+    submit.set_defaults(handler=_submit)
+
+
+def _add_schedule(commands) -> None:
+    schedule = commands.add_parser(
+        "schedule",
+        help="register the compiled pipeline's version and create a recurring run on Kubeflow",
+        description="One run at a time, no catch-up; each run reads the data as of its slot.",
+    )
+    _add_kfp_flags(schedule)
+    schedule.add_argument("--name", default="imgclf-nightly", help="the recurring run's name")
+    schedule.add_argument(
+        "--cron", default="0 0 2 * * *", help="six-field cron, seconds first, UTC"
+    )
+    schedule.set_defaults(handler=_schedule)
+
+
+def _connection(args: argparse.Namespace):
+    from imgclf.pipelines.submission import Connection
+
+    return Connection(
+        endpoint=args.endpoint,
+        namespace=args.namespace,
+        existing_token=args.existing_token,
+        cookies=args.cookies,
+        service_account_token_path=args.service_account_token,
+    )
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from imgclf.pipelines import submission
+
+    try:
+        arguments = submission.typed_arguments(args.parameters)
+    except ValueError as error:
+        print(f"imgclf submit: {error}", file=sys.stderr)
+        return 2
+    run = submission.submit(
+        _connection(args), args.package, args.experiment, args.run_name, arguments
+    )
+    print(f"Run {run.run_id} started in experiment {args.experiment}.")
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from imgclf.pipelines import submission
+
+    try:
+        arguments = submission.typed_arguments(args.parameters)
+    except ValueError as error:
+        print(f"imgclf schedule: {error}", file=sys.stderr)
+        return 2
+    recurring = submission.schedule(
+        _connection(args), args.package, args.experiment, args.name, args.cron, arguments
+    )
+    print(f"Recurring run {recurring.recurring_run_id} ({args.cron}) in {args.experiment}.")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

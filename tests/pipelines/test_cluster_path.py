@@ -11,9 +11,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from kfp.cli import recurring_run, run
 
 from conftest import REPO
+from imgclf.pipelines import cli
 
 VERSION = importlib.metadata.version("imgclf")
 CLUSTER = ["DATA_URI=gs://photos/clothing", "SERVING_ROOT=gs://models/serving"]
@@ -36,11 +36,6 @@ def make_dry_run(*arguments: str) -> list[list[str]]:
     return [shlex.split(line) for line in result.stdout.replace("\\\n", " ").splitlines()]
 
 
-def kfp_command(commands: list[list[str]]) -> list[str]:
-    (command,) = [c for c in commands if Path(c[0]).name == "kfp"]
-    return command
-
-
 @pytest.fixture(scope="module")
 def pipeline_file(tmp_path_factory):
     """A compiled pipeline, so that the kfp CLI's checks on --package-file pass."""
@@ -49,11 +44,18 @@ def pipeline_file(tmp_path_factory):
     return path
 
 
-def test_make_submit_runs_kfp_run_create_with_the_experiment_and_parameters(pipeline_file):
+def imgclf_command(commands: list[list[str]], name: str):
+    """The ``imgclf NAME`` command make runs, as imgclf's own parser reads it."""
+    (command,) = [c for c in commands if Path(c[0]).name == "imgclf" and c[1:2] == [name]]
+    return command, cli._parser().parse_args(command[1:])
+
+
+def test_make_submit_runs_imgclf_submit_with_the_experiment_and_parameters(pipeline_file):
     commands = make_dry_run(
         "submit",
         *CLUSTER,
         "KFP_ENDPOINT=https://kfp.example.com/pipeline",
+        "NAMESPACE=team-vision",
         "RUN_NAME=nightly-1",
         f"PIPELINE={pipeline_file}",
         "PARAMS=backbone=efficientnetv2-b0 epochs=3",
@@ -64,35 +66,28 @@ def test_make_submit_runs_kfp_run_create_with_the_experiment_and_parameters(pipe
     )
     light = compile_command[compile_command.index("--light-image") + 1]
     assert light == f"ghcr.io/imgclf/imgclf-light:{VERSION}"
-    command = kfp_command(commands)
-    assert command[1:3] == ["--endpoint", "https://kfp.example.com/pipeline"]
-    assert command[3:5] == ["run", "create"]
-    # The kfp CLI's own parser accepts the options exactly as make passes them.
-    options = run.create.make_context("create", command[5:]).params
-    assert options["experiment_name"] == "imgclf"
-    assert options["run_name"] == "nightly-1"
-    assert options["package_file"] == str(pipeline_file)
-    assert options["args"] == (
+    _, options = imgclf_command(commands, "submit")
+    assert options.endpoint == "https://kfp.example.com/pipeline"
+    assert options.namespace == "team-vision" and options.experiment == "imgclf"
+    assert options.run_name == "nightly-1" and options.package == str(pipeline_file)
+    assert options.parameters == [
         "data_uri=gs://photos/clothing",
         "serving_root=gs://models/serving",
         "backbone=efficientnetv2-b0",
         "epochs=3",
-    )
+    ]
 
 
-def test_make_schedule_creates_a_nightly_recurring_run_one_at_a_time_without_catch_up(
-    pipeline_file,
-):
-    command = kfp_command(make_dry_run("schedule", *CLUSTER, f"PIPELINE={pipeline_file}"))
-    assert command[3:5] == ["recurring-run", "create"]
-    options = recurring_run.create.make_context("create", command[5:]).params
-    assert options["cron_expression"] == "0 0 2 * * *"
-    assert len(options["cron_expression"].split()) == 6  # KFP's cron has seconds first
-    assert options["max_concurrency"] == 1
-    assert options["catchup"] is False
-    assert options["job_name"] == "imgclf-nightly"
-    assert options["pipeline_package_path"] == str(pipeline_file)
-    assert options["args"] == ("data_uri=gs://photos/clothing", "serving_root=gs://models/serving")
+def test_make_schedule_creates_a_nightly_recurring_run(pipeline_file):
+    commands = make_dry_run("schedule", *CLUSTER, f"PIPELINE={pipeline_file}")
+    _, options = imgclf_command(commands, "schedule")
+    assert options.cron == "0 0 2 * * *"
+    assert len(options.cron.split()) == 6  # KFP's cron has seconds first
+    assert options.name == "imgclf-nightly" and options.package == str(pipeline_file)
+    assert options.parameters == [
+        "data_uri=gs://photos/clothing",
+        "serving_root=gs://models/serving",
+    ]
 
 
 @pytest.mark.parametrize("target", ["submit", "schedule"])

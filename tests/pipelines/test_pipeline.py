@@ -220,6 +220,12 @@ def test_every_step_has_requests_limits_and_a_deadline(spec, kubernetes):
 
 
 def test_gpu_steps_retry_with_backoff_and_the_others_fail_fast(spec):
+    """The IR's RetryPolicy holds these four fields and no more (api/v2alpha1/
+    pipeline_spec.proto:582-597, KFP 2.17.0), and the Argo compiler turns them into a
+    retryStrategy of limit and backoff without a retryPolicy (backend/src/v2/compiler/
+    argocompiler/container.go:583-587): Argo's OnFailure, or the workflow controller's
+    templateDefaults, decide whether a deleted or lost pod is retried (README, "Retries and
+    lost pods")."""
     tasks = _all_tasks(spec)
     for step in ("train", "tune"):
         assert tasks[step]["retryPolicy"] == {
