@@ -385,7 +385,8 @@ class PreprocessSettings(Settings):
         ["--runner=DirectRunner"],
         "Beam pipeline options, passed untouched (imgclf run --beam-arg=--option=value, "
         "repeatable), e.g. --runner=DataflowRunner --project=P --region=R "
-        "--temp_location=gs://B/tmp",
+        "--temp_location=gs://B/tmp; DirectRunner runs Beam's FnApiRunner, which downloads "
+        "nothing (--runner=SwitchingDirectRunner: Beam's own, which tries Prism first)",
         flags=("--beam-arg",),
     )
 

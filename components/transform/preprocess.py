@@ -17,7 +17,8 @@ from pathlib import Path
 import apache_beam as beam
 import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineRunner
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 from tfx_bsl.public import tfxio
@@ -87,7 +88,7 @@ def preprocess(
     )
     with (
         tempfile.TemporaryDirectory() as temp_dir,
-        beam.Pipeline(options=options) as pipeline,
+        beam.Pipeline(runner=beam_runner(options), options=options) as pipeline,
         tft_beam.Context(temp_dir=_beam_temp_dir(options, temp_dir, remote)),
     ):
         # Analysis learns the label vocabulary and needs no pixels: it reads the manifest's
@@ -210,17 +211,69 @@ def _raw_example(image_bytes: bytes, labels: str | list[str], multi_label: bool)
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
+# What Beam's create_runner takes for its DirectRunner: the name, case-insensitive, with or
+# without "Runner" (apache_beam/runners/runner.py, create_runner), or the class's path.
+_DIRECT_RUNNER_NAMES = {
+    "",
+    "direct",
+    "directrunner",
+    "apache_beam.runners.direct.direct_runner.directrunner",
+}
 # Runners whose workers share this process's disk; any other (Dataflow, Flink, Spark) runs
 # elsewhere and must read and write through URIs.
-_LOCAL_RUNNERS = {"", "directrunner", "bundlebaseddirectrunner", "switchingdirectrunner"}
+_LOCAL_RUNNERS = _DIRECT_RUNNER_NAMES | {
+    "bundlebaseddirectrunner",
+    "switchingdirectrunner",
+    "fnapirunner",
+}
 
 
 def runs_remotely(beam_pipeline_args: list[str]) -> bool:
     """Whether Beam's workers run outside this process (and cannot see its disk)."""
-    from apache_beam.options.pipeline_options import StandardOptions
-
     runner = PipelineOptions(beam_pipeline_args).view_as(StandardOptions).runner or ""
     return runner.lower() not in _LOCAL_RUNNERS
+
+
+def beam_runner(options: PipelineOptions) -> PipelineRunner | None:
+    """The runner to give ``beam.Pipeline``: None, so that Beam makes the one the options name,
+    unless they name Beam's DirectRunner or none; then an ``FnApiRunner`` that downloads nothing.
+
+    Beam 2.77's DirectRunner is ``SwitchingDirectRunner``, which first tries ``PrismRunner``
+    (apache_beam/runners/direct/direct_runner.py, run_pipeline: "Running pipeline with
+    PrismRunner"), and Prism fetches its binary from GitHub with an ``urlopen`` that has no
+    timeout (apache_beam/runners/portability/prism_runner.py, _download_to_local_path). Offline,
+    that fails at once and Beam falls back to the FnApiRunner, built with the pipeline's options
+    as provision info (so that ``--direct_running_mode=multi_processing`` workers get them);
+    behind a firewall that drops packets it hangs. This is that FnApiRunner, built the same
+    way, without the attempt. The FnApiRunner class itself, not a subclass: tensorflow-transform
+    picks its TensorFlow session settings by ``type(pipeline.runner)`` (tensorflow_transform/
+    beam/impl.py, _DEFAULT_TENSORFLOW_CONFIG_BY_BEAM_RUNNER_TYPE), and gives FnApiRunner the
+    DirectRunner's. ``--runner=SwitchingDirectRunner`` or ``--runner=PrismRunner`` still gets
+    Beam's own.
+    """
+    named = options.view_as(StandardOptions).runner
+    if not (named is None or isinstance(named, str) and named.lower() in _DIRECT_RUNNER_NAMES):
+        log.info("Beam runner: %s, as beam_pipeline_args name it", named)
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    direct = options.view_as(DirectOptions)
+    log.info(
+        "Beam runner: FnApiRunner (%s, %s worker(s)) for %s: what Beam's DirectRunner falls "
+        "back to, without first trying PrismRunner, which downloads its binary "
+        "(--runner=SwitchingDirectRunner gives Beam's own choice)",
+        direct.direct_running_mode,
+        direct.direct_num_workers,
+        f"--runner={named}" if named else "no --runner (Beam's default, DirectRunner)",
+    )
+    encoded_options = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(
+        provision_info=fn_runner.ExtendedProvisionInfo(
+            beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded_options)
+        )
+    )
 
 
 def remote_runner_args(

@@ -1,4 +1,9 @@
 import io
+import json
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -6,7 +11,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from PIL import Image
 
-from conftest import CLASS_COLOURS, IMAGE_SIZE, LABEL_CORNERS, encode_image
+from conftest import CLASS_COLOURS, IMAGE_SIZE, LABEL_CORNERS, REPO, encode_image
 from imgclf.components import manifest, storage
 from imgclf.components.artifacts import TFRECORD_SUFFIX
 from imgclf.components.parameters import PreprocessSettings
@@ -213,3 +218,249 @@ def test_the_direct_runner_keeps_its_temp_files_on_this_disk_whatever_temp_locat
     )
     preprocess(prepared["validated"], str(tmp_path / "ex"), str(tmp_path / "tf"), settings)
     assert _examples(tmp_path / "ex") == _examples(prepared["examples"])
+
+
+# The local runner. Beam 2.77's DirectRunner is SwitchingDirectRunner
+# (apache_beam/runners/direct/direct_runner.py: `DirectRunner = SwitchingDirectRunner`), whose
+# run_pipeline tries PrismRunner first when _PrismRunnerSupportVisitor accepts the pipeline
+# ("Running pipeline with PrismRunner."), and Prism's PrismJobServer._download_to_local_path
+# (apache_beam/runners/portability/prism_runner.py) fetches its binary from GitHub with an
+# urlopen without a timeout. On failure it falls back to an FnApiRunner given the options as
+# provision_info ("Falling back to DirectRunner", then `fn_runner.FnApiRunner(provision_info=…)`).
+
+
+def _fnapi_runner_type():
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    return fn_runner.FnApiRunner
+
+
+def _provisioned_options(runner) -> dict:
+    from apache_beam.runners.job import utils
+
+    return utils.struct_to_dict(runner._provision_info.provision_info.pipeline_options)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--runner=DirectRunner"],
+        ["--runner=direct"],
+        [
+            "--runner=DirectRunner",
+            "--direct_running_mode=multi_processing",
+            "--direct_num_workers=2",
+        ],
+    ],
+)
+def test_beams_direct_runner_becomes_the_fnapi_runner_it_falls_back_to(args):
+    """What SwitchingDirectRunner.run_pipeline builds once Prism has failed
+    (apache_beam/runners/direct/direct_runner.py, after "Falling back to DirectRunner"): an
+    FnApiRunner whose provision info holds the pipeline options, which
+    local_job_service.SubprocessSdkWorker hands multi-processing workers as PIPELINE_OPTIONS.
+    The class itself, so that tensorflow-transform gives it the DirectRunner's TensorFlow
+    settings (tensorflow_transform/beam/impl.py, _DEFAULT_TENSORFLOW_CONFIG_BY_BEAM_RUNNER_TYPE,
+    keyed by `type(pipeline.runner)`)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from tensorflow_transform.beam import impl
+
+    options = PipelineOptions(args)
+    runner = preprocess_step.beam_runner(options)
+    assert type(runner) is _fnapi_runner_type()
+    configs = impl._DEFAULT_TENSORFLOW_CONFIG_BY_BEAM_RUNNER_TYPE
+    assert configs[type(runner)] is configs[beam.runners.DirectRunner]
+    provisioned = _provisioned_options(runner)
+    for name, value in options.get_all_options().items():
+        if value is not None and not isinstance(value, (list, dict)):
+            assert str(provisioned[f"beam:option:{name}:v1"]) == str(value), name
+
+
+@pytest.mark.parametrize(
+    "runner",
+    [
+        "DataflowRunner",
+        "PortableRunner",
+        "FlinkRunner",
+        "SparkRunner",
+        "PrismRunner",
+        "SwitchingDirectRunner",
+        "BundleBasedDirectRunner",
+        "FnApiRunner",
+    ],
+)
+def test_any_other_runner_is_left_to_beam_to_make(runner):
+    """None makes beam.Pipeline create the runner the options name (apache_beam/pipeline.py,
+    Pipeline.__init__: `runner = self._options.view_as(StandardOptions).runner`, then
+    create_runner), exactly as without this step."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    assert preprocess_step.beam_runner(PipelineOptions([f"--runner={runner}"])) is None
+
+
+def _watch_beam(monkeypatch) -> tuple[list, list]:
+    """Records calls to Beam's Prism path (refusing them, as an offline download fails) and the
+    runner objects whose run_pipeline runs a pipeline."""
+    from apache_beam.runners.portability import prism_runner
+
+    prism_calls, runners = [], []
+
+    def refuse(name):
+        def call(*args, **kwargs):
+            prism_calls.append(name)
+            raise RuntimeError(f"{name} called")
+
+        return call
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", refuse("PrismRunner.run"))
+    monkeypatch.setattr(
+        prism_runner.PrismJobServer,
+        "_download_to_local_path",
+        staticmethod(refuse("PrismJobServer._download_to_local_path")),
+    )
+    fnapi = _fnapi_runner_type()
+    run_pipeline = fnapi.run_pipeline
+
+    def recording(self, pipeline, options):
+        runners.append(self)
+        return run_pipeline(self, pipeline, options)
+
+    monkeypatch.setattr(fnapi, "run_pipeline", recording)
+    return prism_calls, runners
+
+
+def test_beams_own_direct_runner_goes_through_prism(monkeypatch):
+    """The control for the test below: the watch sits on the path Beam's DirectRunner takes
+    (direct_runner.py, SwitchingDirectRunner.run_pipeline: `prism_runner.PrismRunner()` and
+    `runner.run_pipeline(pipeline, options)` before any fallback)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    prism_calls, runners = _watch_beam(monkeypatch)
+    with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as pipeline:
+        _ = pipeline | beam.Create([1, 2]) | beam.Map(lambda x: x + 1)
+    assert prism_calls == ["PrismRunner.run"]
+    assert len(runners) == 1  # then the fallback
+
+
+def test_preprocess_on_the_default_runner_never_reaches_prism(prepared, tmp_path, monkeypatch):
+    """The step's default beam_pipeline_args (--runner=DirectRunner) run on the FnApiRunner
+    object this step gives Beam, with the options as provision info, and Prism's run and
+    download (prism_runner.py: PrismRunner, PrismJobServer._download_to_local_path) are never
+    called."""
+    prism_calls, runners = _watch_beam(monkeypatch)
+    preprocess(
+        prepared["validated"],
+        str(tmp_path / "examples"),
+        str(tmp_path / "transform"),
+        PreprocessSettings(image_size=IMAGE_SIZE),
+    )
+    assert prism_calls == []
+    assert [type(runner) for runner in runners] == [_fnapi_runner_type()]
+    assert _provisioned_options(runners[0])["beam:option:runner:v1"] == "DirectRunner"
+    assert _examples(tmp_path / "examples") == _examples(prepared["examples"])
+
+
+# Runs in a network namespace of its own. It first shows that no route leads out, then records
+# every name lookup and connection Python makes (audit events socket.getaddrinfo and
+# socket.connect) to anything but loopback, and prints them last.
+_WITHOUT_NETWORK = r"""
+import errno, ipaddress, json, logging, socket, sys
+
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    probe.connect(("192.0.2.1", 9))
+    sys.exit("a route leads out of this namespace")
+except OSError as error:
+    assert error.errno == errno.ENETUNREACH, error
+outside = []
+
+def _loopback(host):
+    try:
+        return host in (None, "localhost") or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+def _audit(event, args):
+    if event == "socket.getaddrinfo" and not _loopback(args[0]):
+        outside.append([event, str(args[0])])
+    elif event == "socket.connect" and isinstance(args[1], tuple) and not _loopback(args[1][0]):
+        outside.append([event, str(args[1][0])])
+
+sys.addaudithook(_audit)
+logging.basicConfig(level=logging.INFO)
+kind, *argv = sys.argv[1:]
+if kind == "preprocess":
+    from imgclf.components.parameters import PreprocessSettings
+    from imgclf.components.transform.preprocess import preprocess
+    image_size, validated, examples, transform, *beam_args = argv
+    settings = PreprocessSettings(image_size=int(image_size), beam_pipeline_args=beam_args)
+    preprocess(validated, examples, transform, settings)
+else:
+    import apache_beam as beam
+    with beam.Pipeline(argv=argv) as pipeline:
+        _ = pipeline | beam.Create([1, 2]) | beam.Map(lambda x: x + 1)
+print(json.dumps(outside))
+"""
+
+
+def _without_network(*argv: str, loopback: bool = False) -> subprocess.CompletedProcess:
+    """``python -c _WITHOUT_NETWORK argv`` in a new network namespace (``unshare --net``),
+    where no interface leads out; with ``loopback``, its lo is up (gRPC between a runner and
+    its worker processes goes through it)."""
+    unshare = shutil.which("unshare")
+    prefix = [unshare, "--net"] if os.geteuid() == 0 else [unshare, "--net", "--map-root-user"]
+    if not unshare or subprocess.run([*prefix, "true"], capture_output=True).returncode:
+        pytest.skip("cannot make a network namespace here (util-linux unshare)")
+    command = [sys.executable, "-c", _WITHOUT_NETWORK, *argv]
+    if loopback:
+        command = ["sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command]
+    completed = subprocess.run(
+        [*prefix, *command], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return completed
+
+
+def test_beams_own_direct_runner_looks_for_prism_outside(tmp_path):
+    """The control for the test below: in the namespace, the watch catches Beam's
+    DirectRunner asking for github.com (prism_runner.py, _download_to_local_path) before it
+    falls back (direct_runner.py, "Falling back to DirectRunner")."""
+    completed = _without_network("beam", "--runner=DirectRunner", loopback=True)
+    outside = json.loads(completed.stdout.splitlines()[-1])
+    assert ["socket.getaddrinfo", "github.com"] in outside
+    assert "Running pipeline with PrismRunner" in completed.stderr
+
+
+@pytest.mark.parametrize(
+    "beam_args, loopback",
+    [
+        (["--runner=DirectRunner"], False),
+        (
+            ["--runner=DirectRunner", "--direct_running_mode=multi_processing"]
+            + ["--direct_num_workers=2"],
+            True,
+        ),
+    ],
+    ids=["in-memory", "two-worker-processes"],
+)
+def test_preprocess_runs_where_no_network_leads_anywhere(prepared, tmp_path, beam_args, loopback):
+    """The real step, in a process with no route out (and, in memory, not even loopback up):
+    it writes what it writes with a network, asks for no name and connects nowhere, and
+    never tries Prism."""
+    examples, transform = str(tmp_path / "examples"), str(tmp_path / "transform")
+    completed = _without_network(
+        "preprocess",
+        str(IMAGE_SIZE),
+        prepared["validated"],
+        examples,
+        transform,
+        *beam_args,
+        loopback=loopback,
+    )
+    assert json.loads(completed.stdout.splitlines()[-1]) == []
+    assert "Beam runner: FnApiRunner" in completed.stderr
+    assert "Running pipeline with PrismRunner" not in completed.stderr
+    assert "Downloading prism" not in completed.stderr
+    assert _examples(tmp_path / "examples") == _examples(prepared["examples"])
