@@ -272,10 +272,8 @@ def _connection(args: argparse.Namespace):
 def _submit(args: argparse.Namespace) -> int:
     from imgclf.pipelines import submission
 
-    try:
-        arguments = submission.typed_arguments(args.parameters)
-    except ValueError as error:
-        print(f"imgclf submit: {error}", file=sys.stderr)
+    arguments = _typed_parameters("submit", args)
+    if arguments is None:
         return 2
     run = submission.submit(
         _connection(args), args.package, args.experiment, args.run_name, arguments
@@ -287,16 +285,25 @@ def _submit(args: argparse.Namespace) -> int:
 def _schedule(args: argparse.Namespace) -> int:
     from imgclf.pipelines import submission
 
-    try:
-        arguments = submission.typed_arguments(args.parameters)
-    except ValueError as error:
-        print(f"imgclf schedule: {error}", file=sys.stderr)
+    arguments = _typed_parameters("schedule", args)
+    if arguments is None:
         return 2
     recurring = submission.schedule(
         _connection(args), args.package, args.experiment, args.name, args.cron, arguments
     )
     print(f"Recurring run {recurring.recurring_run_id} ({args.cron}) in {args.experiment}.")
     return 0
+
+
+def _typed_parameters(command: str, args: argparse.Namespace) -> dict | None:
+    """The NAME=VALUE words as typed parameters, or None after saying what is wrong."""
+    from imgclf.pipelines import submission
+
+    try:
+        return submission.typed_arguments(args.parameters)
+    except ValueError as error:
+        print(f"imgclf {command}: {error}", file=sys.stderr)
+        return None
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -126,16 +126,8 @@ def submit(
     connection: Connection, package: str | Path, experiment: str, run_name: str, arguments: dict
 ):
     """One run now, of this package's registered version."""
-    client = connection.client()
-    pipeline_id, version_id = register(client, package)
-    experiment_id = _experiment_id(client, experiment, connection.namespace)
-    return client.run_pipeline(
-        experiment_id=experiment_id,
-        job_name=run_name,
-        params=arguments,
-        pipeline_id=pipeline_id,
-        version_id=version_id,
-    )
+    client, target = _registered(connection, package, experiment)
+    return client.run_pipeline(job_name=run_name, params=arguments, **target)
 
 
 def schedule(
@@ -148,21 +140,27 @@ def schedule(
 ):
     """A recurring run: one at a time, no catch-up after a pause, each reading the data as of
     its slot (the pipeline's schedule-time placeholder)."""
-    client = connection.client()
-    pipeline_id, version_id = register(client, package)
-    experiment_id = _experiment_id(client, experiment, connection.namespace)
+    client, target = _registered(connection, package, experiment)
     return client.create_recurring_run(
-        experiment_id=experiment_id,
         job_name=name,
         cron_expression=cron,
         max_concurrency=1,
         no_catchup=True,
         params=arguments,
-        pipeline_id=pipeline_id,
-        version_id=version_id,
+        **target,
     )
 
 
-def _experiment_id(client, name: str, namespace: str) -> str:
+def _registered(connection: Connection, package: str | Path, experiment: str):
+    """A client, and the experiment, pipeline and version a run of ``package`` goes to."""
+    client = connection.client()
+    pipeline_id, version_id = register(client, package)
     # create_experiment returns the experiment of that name when there is one.
-    return client.create_experiment(name, namespace=namespace).experiment_id
+    experiment_id = client.create_experiment(
+        experiment, namespace=connection.namespace
+    ).experiment_id
+    return client, {
+        "experiment_id": experiment_id,
+        "pipeline_id": pipeline_id,
+        "version_id": version_id,
+    }
