@@ -21,6 +21,8 @@ LIGHT_IMAGE := $(REGISTRY)/imgclf-light:$(TAG)
 GPU_IMAGE := $(REGISTRY)/imgclf-gpu:$(TAG)
 PLATFORMS ?= linux/amd64
 PIPELINE ?= build/pipeline.yaml
+# Where the GPU node pool is: generic (the GPU Operator's label), gke, eks or aks.
+PRESET ?=
 COMPILE_FLAGS ?=
 KFP_ENDPOINT ?= http://localhost:8080
 # The profile namespace on multi-user Kubeflow; a token comes from $KFP_EXISTING_TOKEN.
@@ -66,7 +68,7 @@ bench: $(INSTALLED)
 
 compile: $(INSTALLED)
 	$(BIN)/imgclf compile -o $(PIPELINE) --image $(STEP_IMAGE) --light-image $(LIGHT_IMAGE) \
-		--gpu-image $(GPU_IMAGE) $(COMPILE_FLAGS)
+		--gpu-image $(GPU_IMAGE) $(if $(PRESET),--preset $(PRESET)) $(COMPILE_FLAGS)
 
 # Builds and pushes the CPU step image, the light image and the GPU image (docker buildx,
 # logged in to REGISTRY).

@@ -99,6 +99,11 @@ def _add_compile(commands) -> None:
     )
     compile_.add_argument("-o", "--output", default="build/pipeline.yaml")
     compile_.add_argument("--config", help="a cluster settings file like pipelines/cluster.yaml")
+    compile_.add_argument(
+        "--preset",
+        help="where the GPU node pool is: generic (NVIDIA GPU Operator's label), gke, eks or "
+        "aks (the config's presets; default: its `preset`)",
+    )
     compile_.add_argument("--image", help="image for the CPU steps")
     compile_.add_argument("--gpu-image", help="image for the GPU steps (tune, train)")
     compile_.add_argument(
@@ -114,12 +119,12 @@ def _add_compile(commands) -> None:
         (
             "--gpu-node-selector",
             "KEY=VALUE",
-            "node label GPU steps must run on; replaces the config's",
+            "node label GPU steps must run on; replaces the preset's",
         ),
         (
             "--gpu-toleration",
             "KEY[=VALUE][:EFFECT]",
-            "taint GPU steps tolerate; replaces the config's",
+            "taint GPU steps tolerate; replaces the preset's",
         ),
         (
             "--resources",
@@ -442,7 +447,7 @@ def cluster_settings(args: argparse.Namespace):
     """The config file's settings with the compile flags on top."""
     from imgclf.pipelines.cluster import DEFAULTS_FILE, ClusterSettings, Resources, Toleration
 
-    settings = ClusterSettings.load(args.config or DEFAULTS_FILE)
+    settings = ClusterSettings.load(args.config or DEFAULTS_FILE, args.preset)
     changes = {
         name: value
         for name, value in (

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 from kfp import dsl, kubernetes
+from kubernetes.utils.quantity import parse_quantity
 
 from imgclf.components.environment import STEP_IMAGE_VARIABLE
 
@@ -84,6 +85,7 @@ class ClusterSettings:
     tolerations: tuple[Toleration, ...]
     shm_size: str
     resources: dict[str, Resources]
+    preset: str
     retries: dict[str, Retry]
     timeouts_seconds: dict[str, int]
     serving_claim: str = ""
@@ -96,10 +98,17 @@ class ClusterSettings:
     s3_secret_keys: tuple[str, str] = ("accesskey", "secretkey")
 
     @classmethod
-    def load(cls, path: str | Path = DEFAULTS_FILE) -> ClusterSettings:
+    def load(cls, path: str | Path = DEFAULTS_FILE, preset: str | None = None) -> ClusterSettings:
+        """The file's settings, the GPU pool's placement from ``preset`` (default: the file's
+        ``preset``)."""
         raw = yaml.safe_load(Path(path).read_text())
         gpu, serving, data = raw["gpu"], raw.get("serving") or {}, raw.get("data") or {}
         credentials, s3 = raw.get("credentials") or {}, raw.get("s3") or {}
+        preset = preset or raw["preset"]
+        presets = raw.get("presets") or {}
+        if preset not in presets:
+            raise ValueError(f"Unknown preset {preset!r}; presets in {path}: {', '.join(presets)}.")
+        placement = presets[preset]
         settings = cls(
             step_image=raw["images"]["step"],
             gpu_image=raw["images"]["gpu"],
@@ -107,10 +116,13 @@ class ClusterSettings:
             gpu_steps=tuple(gpu["steps"]),
             accelerator=gpu["accelerator"],
             gpu_count=int(gpu["count"]),
-            node_selector={str(k): str(v) for k, v in (gpu.get("node_selector") or {}).items()},
-            tolerations=tuple(Toleration(**t) for t in gpu.get("tolerations") or ()),
+            node_selector={
+                str(k): str(v) for k, v in (placement.get("node_selector") or {}).items()
+            },
+            tolerations=tuple(Toleration(**t) for t in placement.get("tolerations") or ()),
             shm_size=str(gpu["shm_size"]),
             resources={s: Resources(**r) for s, r in raw["resources"].items()},
+            preset=preset,
             retries={s: Retry(**r) for s, r in (raw.get("retries") or {}).items()},
             timeouts_seconds={s: int(t) for s, t in (raw.get("timeouts_seconds") or {}).items()},
             serving_claim=serving.get("claim") or "",
@@ -137,11 +149,27 @@ class ClusterSettings:
             raise ValueError(f"Unknown step(s) {', '.join(unknown)}; steps: {', '.join(STEPS)}.")
         if self.gpu_count < 0:
             raise ValueError(f"GPU count must be 0 or more, not {self.gpu_count}.")
+        self._check_shm_fits()
         if len(self.s3_secret_keys) != 2:
             raise ValueError(
                 "s3.secret_keys names two keys of the Secret: the access key's and the secret "
                 f"key's, not {list(self.s3_secret_keys)}."
             )
+
+    def _check_shm_fits(self) -> None:
+        """A memory-backed emptyDir is a tmpfs whose pages count against the container's
+        memory limit (Kubernetes, "Volumes: emptyDir"): a /dev/shm as large as the limit
+        leaves the step nothing to run in."""
+        if self.gpu_count <= 0:
+            return
+        shm = parse_quantity(self.shm_size)
+        for step in self.gpu_steps:
+            if step in self.resources and shm >= parse_quantity(self.resources[step].memory_limit):
+                raise ValueError(
+                    f"shm_size {self.shm_size} must be under {step}'s memory limit "
+                    f"{self.resources[step].memory_limit}: /dev/shm is memory the step's "
+                    "limit pays for. Lower --shm-size or raise the limit with --resources."
+                )
 
     def apply(self, task: dsl.PipelineTask, step: str) -> dsl.PipelineTask:
         """Sets the step's image, resources, GPU placement, retries, timeout, volumes and

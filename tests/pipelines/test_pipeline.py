@@ -193,14 +193,12 @@ def test_train_writes_checkpoints_tensorboard_logs_and_curves_as_artifacts(spec)
 def test_gpu_steps_land_on_the_gpu_pool_with_a_memory_backed_shm(kubernetes):
     for executor in GPU_STEPS:
         placement = kubernetes[executor]
-        assert placement["nodeSelector"]["labels"] == {
-            "cloud.google.com/gke-accelerator": "nvidia-l4"
-        }
+        assert placement["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
         assert placement["tolerations"] == [
             {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
         ]
         assert placement["emptyDirMounts"] == [
-            {"volumeName": "shm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "16Gi"}
+            {"volumeName": "shm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "2Gi"}
         ]
     for executor in set(kubernetes) - GPU_STEPS:
         assert not {"nodeSelector", "tolerations", "emptyDirMounts"} & set(kubernetes[executor])
@@ -283,7 +281,7 @@ def test_compile_flags_override_the_config_file(tmp_path):
     flags = [
         *("--gpus", "2", "--accelerator", "nvidia.com/gpu"),
         *("--gpu-node-selector", "pool=a100", "--gpu-toleration", "dedicated=ml:NoExecute"),
-        *("--shm-size", "32Gi", "--resources", "train=6,24Gi", "--retries", "5"),
+        *("--shm-size", "4Gi", "--resources", "train=6,24Gi", "--retries", "5"),
         *("--timeout", "train=3600", "--gcp-secret", "imgclf-gcp-key"),
     ]
     assert cli.main(["compile", "-o", str(path), *flags]) == 0
@@ -297,7 +295,7 @@ def test_compile_flags_override_the_config_file(tmp_path):
     assert executors["exec-train"]["tolerations"] == [
         {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"}
     ]
-    assert executors["exec-train"]["emptyDirMounts"][0]["sizeLimit"] == "32Gi"
+    assert executors["exec-train"]["emptyDirMounts"][0]["sizeLimit"] == "4Gi"
     assert executors["exec-train"]["activeDeadlineSeconds"] == "3600"
     assert _all_tasks(spec)["train"]["retryPolicy"]["maxRetryCount"] == 5
     # The key is mounted from the Secret by name; only its path is in the YAML.
@@ -339,8 +337,8 @@ def test_bad_compile_settings_are_named(tmp_path, flags, message):
 
 def test_a_config_file_replaces_the_defaults(tmp_path):
     config = yaml.safe_load(DEFAULTS_FILE.read_text())
-    config["gpu"]["node_selector"] = {"karpenter.sh/nodepool": "gpu"}
-    config["gpu"]["tolerations"] = []
+    config["presets"]["mine"] = {"node_selector": {"karpenter.sh/nodepool": "gpu"}}
+    config["preset"] = "mine"
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(config))
     path = tmp_path / "pipeline.yaml"
     assert cli.main(["compile", "-o", str(path), "--config", str(tmp_path / "cluster.yaml")]) == 0
