@@ -8,6 +8,8 @@ run's summary and the tests find its parts by these names.
 MANIFEST = "manifest.csv"
 # What ingest was asked for: the data, the snapshot and the split fractions.
 INGEST_RECORD = "ingest.json"
+# What ingest did to the data's own splits: train images moved to a missing validation split.
+SPLITS_RECORD = "splits.json"
 SAMPLE_FOLDER = "sample-digits"
 QUARANTINE = "quarantine.csv"
 VALIDATION_RECORD = "validation.json"

@@ -297,7 +297,9 @@ class IngestSettings(Settings):
     )
     validation_fraction: float = setting(
         0.1,
-        "validation share of the hash split when the data has no split folders",
+        "validation share of the hash split when the data has no split folders; data split "
+        "into train and test only gets validation_fraction / (train_fraction + "
+        "validation_fraction) of each class's train images as validation; 0: none",
         within="[0, 1)",
     )
 

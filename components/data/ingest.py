@@ -25,12 +25,13 @@ from imgclf.components.data.fingerprint import DataFingerprint, of_files, of_sam
 from imgclf.components.data.listings import is_listing, read_listing
 from imgclf.components.data.sample import SAMPLE_DIGITS, render_sample_digits
 from imgclf.components.data.snapshot import as_of, parse_snapshot
-from imgclf.components.data.splits import SPLIT_FOLDERS, hash_splits
+from imgclf.components.data.splits import SPLIT_FOLDERS, carve_validation, hash_splits
 from imgclf.components.parameters import IngestSettings
 
 log = logging.getLogger(__name__)
 
 _READERS = 16
+CARVED_FROM_TRAIN = "validation_carved_from_train"
 _PROGRESS_EVERY = 500
 
 
@@ -58,15 +59,16 @@ def ingest(
     fingerprinted: later steps are cached on it.
     """
     if settings.data_uri == SAMPLE_DIGITS:
-        frame = _rendered_sample(settings, output_dir, output_uri)
+        frame, carved = _rendered_sample(settings, output_dir, output_uri)
     else:
         _check_not_unknown_sample(settings.data_uri)
         labelled = _listed(settings)
         if expected_fingerprint:
             _check_fingerprint(labelled, settings.data_uri, expected_fingerprint)
-        frame = _manifest_of(labelled, settings)
+        frame, carved = _manifest_of(labelled, settings)
     manifest.write(frame, output_dir)
     (Path(output_dir) / artifacts.INGEST_RECORD).write_text(json.dumps(asdict(settings), indent=2))
+    (Path(output_dir) / artifacts.SPLITS_RECORD).write_text(json.dumps({CARVED_FROM_TRAIN: carved}))
     log.info("Manifest: %s images per split", manifest.counts_by_split(frame))
     return frame
 
@@ -103,18 +105,24 @@ def _listed(settings: IngestSettings) -> list[tuple]:
 
 def _rendered_sample(
     settings: IngestSettings, output_dir: str, output_uri: str | None
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, int]:
     """The bundled sample, rendered into the manifest artifact now (whatever the snapshot) and
     recorded under ``output_uri``, where later steps (other pods on a cluster) find it. It is
     read back from ``output_dir``: KFP's launcher uploads the artifact to its URI only after the
     step exits, so nothing is there yet."""
     sample_dir = (Path(output_dir) / artifacts.SAMPLE_FOLDER).resolve()
     render_sample_digits(sample_dir)
-    frame = _manifest_of(list_labelled_files(str(sample_dir)), settings)
+    frame, carved = _manifest_of(list_labelled_files(str(sample_dir)), settings)
     if output_uri:
         reachable = storage.join(output_uri, artifacts.SAMPLE_FOLDER)
         frame["uri"] = reachable + frame["uri"].str.removeprefix(str(sample_dir))
-    return frame
+    return frame, carved
+
+
+def carved_from_train(manifest_dir: str) -> int:
+    """How many train images ingest moved to a validation split the data did not have."""
+    record = Path(manifest_dir) / artifacts.SPLITS_RECORD
+    return json.loads(record.read_text())[CARVED_FROM_TRAIN] if record.exists() else 0
 
 
 def read_record(manifest_dir: str) -> IngestSettings:
@@ -126,8 +134,9 @@ def read_record(manifest_dir: str) -> IngestSettings:
     return IngestSettings(**json.loads(record.read_text()))
 
 
-def _manifest_of(labelled: list[tuple], settings: IngestSettings) -> pd.DataFrame:
-    """One row per file: its header's facts, its label(s) and its split."""
+def _manifest_of(labelled: list[tuple], settings: IngestSettings) -> tuple[pd.DataFrame, int]:
+    """One row per file: its header's facts, its label(s) and its split; and how many train
+    images were moved to validation."""
     # Only headers are read here, so Pillow's decompression-bomb guard would only hide the
     # size of a bomb; validate refuses those by max_pixels before anything decodes them.
     Image.MAX_IMAGE_PIXELS = None
@@ -138,12 +147,43 @@ def _manifest_of(labelled: list[tuple], settings: IngestSettings) -> pd.DataFram
         frame[manifest.LABELS_COLUMN] = [manifest.join_labels(label) for label in labels]
     else:
         frame["label"] = labels
-    folder_splits = [split for _, _, split in labelled]
-    if all(folder_splits):
-        frame["split"] = folder_splits
+    folder_splits = pd.Series([split for _, _, split in labelled], dtype=object)
+    carved = 0
+    if folder_splits.notna().all():
+        frame["split"] = _with_validation(frame, folder_splits, settings)
+        carved = int((frame["split"] != folder_splits).sum())
     else:
         frame["split"] = hash_splits(frame, settings.train_fraction, settings.validation_fraction)
-    return frame[manifest.columns(frame)].sort_values("uri", ignore_index=True)
+    return frame[manifest.columns(frame)].sort_values("uri", ignore_index=True), carved
+
+
+def _with_validation(frame: pd.DataFrame, splits: pd.Series, settings: IngestSettings):
+    """The data's own splits; without a validation split (train/ and test/ only), one carved
+    from train: early stopping, the best epoch and the thresholds all need one."""
+    if (splits == "validation").any() or settings.validation_fraction == 0:
+        return splits
+    carved = carve_validation(frame, splits, settings.train_fraction, settings.validation_fraction)
+    moved = int((carved == "validation").sum())
+    if moved == 0:
+        raise ValueError(
+            "The data has train and test splits but no validation split, and no class has two "
+            "distinct train images to carve one from: add a val/ folder (or validation rows to "
+            "the listing), add images, or set validation_fraction=0 to train without one."
+        )
+    labels = manifest.per_label(frame.assign(split=carved))
+    unseen = sorted(
+        set(labels.loc[labels["split"] == "train", "label"])
+        - set(labels.loc[labels["split"] == "validation", "label"])
+    )
+    log.warning(
+        "No validation split in the data: %d of %d train images moved to validation, by "
+        "content hash per class (validation_fraction=%g of train + validation)%s",
+        moved,
+        int((splits == "train").sum()),
+        settings.validation_fraction,
+        f"; classes with one train image have none in validation: {unseen}" if unseen else "",
+    )
+    return carved
 
 
 def list_labelled_files(data_uri: str) -> list[tuple[str, str, str | None]]:

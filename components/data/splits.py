@@ -46,6 +46,26 @@ def hash_splits(
     return splits
 
 
+def carve_validation(
+    frame: pd.DataFrame, splits: pd.Series, train_fraction: float, validation_fraction: float
+) -> pd.Series:
+    """``splits`` with a validation split carved from train, for data split into train and
+    test only: per class, the share ``validation_fraction / (train_fraction +
+    validation_fraction)`` of its distinct train images (at least one, never its last), those
+    whose content hash comes first, so every ingest carves the same; identical copies move
+    together."""
+    share = validation_fraction / (train_fraction + validation_fraction)
+    carved = splits.copy()
+    in_train = frame[splits == "train"]
+    for _, rows in manifest.per_label(in_train).groupby("label", sort=True):
+        contents = sorted(set(frame.loc[rows.index, "sha256"]))
+        if len(contents) < 2:
+            continue
+        moved = contents[: min(len(contents) - 1, max(1, round(share * len(contents))))]
+        carved[frame["sha256"].isin(moved) & (carved == "train")] = "validation"
+    return carved
+
+
 def hash_split(sha256: str, train_fraction: float, validation_fraction: float) -> str:
     """Deterministic split from content, so identical files always share a split."""
     position = _hash_position(sha256)

@@ -39,6 +39,8 @@ class ValidationResult:
     rules: list[RuleResult] = field(default_factory=list)
     drift: dict[str, float] | None = None
     drift_baseline_version: int | None = None
+    # Train images ingest moved to validation, for data split into train and test only.
+    validation_carved_from_train: int = 0
 
     @property
     def failures(self) -> list[RuleResult]:
@@ -86,6 +88,7 @@ def validate(
         rules=run_suite(frame, valid, kept, rules, drift, ingest.read_record(manifest_dir)),
         drift=drift.measures,
         drift_baseline_version=drift.baseline_version,
+        validation_carved_from_train=ingest.carved_from_train(manifest_dir),
     )
 
     manifest.write(kept[manifest.columns(kept)], output_dir)

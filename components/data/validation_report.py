@@ -41,6 +41,11 @@ def validation_html(result: ValidationResult, kept: pd.DataFrame, quarantined: p
         f"{result.quarantined} quarantined; {result.duplicates_dropped} copies of files in an "
         "earlier split dropped.</p>"
     )
+    if result.validation_carved_from_train:
+        summary += (
+            f"<p>The data had no validation split: {result.validation_carved_from_train} train "
+            "images were moved to validation, chosen by content hash within each class.</p>"
+        )
     drift = (
         f"<h2>Drift against served version {result.drift_baseline_version}</h2>"
         + table(pd.DataFrame([result.drift]))

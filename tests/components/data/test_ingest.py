@@ -169,6 +169,31 @@ def test_a_class_of_two_keeps_its_hash_splits_and_no_validation_means_none(tmp_p
     assert frame.groupby("label")["split"].nunique().eq(2).all()
 
 
+def test_train_and_test_folders_only_get_a_validation_split_carved_from_train(tmp_path, caplog):
+    tree = write_colour_tree(tmp_path / "data", per_class=18, splits=("train", "test"))
+    settings = IngestSettings(str(tree))
+    first = ingest(settings, str(tmp_path / "first"))
+    again = ingest(settings, str(tmp_path / "again"))
+    pd.testing.assert_frame_equal(first, again)
+    # 0.1 / (0.8 + 0.1) of each class's 18 train images: 2 per class; test is left alone.
+    per_class = first.groupby(["label", "split"]).size().unstack()
+    assert per_class["validation"].eq(2).all() and per_class["train"].eq(16).all()
+    assert per_class["test"].eq(18).all()
+    assert set(first.loc[first["split"] == "validation", "uri"].str.split("/").str[-3]) == {"train"}
+    assert first.groupby("sha256")["split"].nunique().eq(1).all()
+    assert "No validation split in the data: 6 of 54 train images moved" in caplog.text
+    record = json.loads((tmp_path / "first" / "splits.json").read_text())
+    assert record == {"validation_carved_from_train": 6}
+
+
+def test_a_validation_split_cannot_be_carved_from_one_image_per_class(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=1, splits=("train", "test"))
+    with pytest.raises(ValueError, match="no class has two distinct train images"):
+        ingest(IngestSettings(str(tree)), str(tmp_path / "out"))
+    frame = ingest(IngestSettings(str(tree), validation_fraction=0.0), str(tmp_path / "none"))
+    assert set(frame["split"]) == {"train", "test"}
+
+
 def _listing_rows(tree):
     return [
         (path.relative_to(tree).as_posix(), path.parent.name)

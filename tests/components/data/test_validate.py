@@ -95,7 +95,9 @@ def test_classes_short_of_train_images_are_named(tmp_path):
             colour_image((200, 0, 0), seed=100 + extra)
         )
     with pytest.raises(DataValidationError) as failure:
-        _validate(tmp_path, _ingested(tmp_path, tree), min_images_per_class=8)
+        _validate(
+            tmp_path, _ingested(tmp_path, tree, validation_fraction=0.0), min_images_per_class=8
+        )
     assert "blue (4), green (4)" in str(failure.value)
     assert "red" not in str(failure.value).split("found")[1].split(";")[0]
 
@@ -105,7 +107,7 @@ def test_a_file_in_two_splits_is_dropped_from_the_later_split(tmp_path):
     original = tree / "train" / "red" / "red-000.png"
     (tree / "test" / "red" / "leaked.png").write_bytes(original.read_bytes())
 
-    result = _validate(tmp_path, _ingested(tmp_path, tree))
+    result = _validate(tmp_path, _ingested(tmp_path, tree, validation_fraction=0.0))
 
     assert result.duplicates_dropped == 1 and result.quarantined == 0
     assert result.images == {"train": 12, "validation": 0, "test": 12}
@@ -124,7 +126,9 @@ def test_class_imbalance_is_a_warning(tmp_path):
         (tree / "train" / "red" / f"more-{extra}.png").write_bytes(
             colour_image((200, 0, 0), seed=200 + extra)
         )
-    result = _validate(tmp_path, _ingested(tmp_path, tree), max_imbalance_ratio=10)
+    result = _validate(
+        tmp_path, _ingested(tmp_path, tree, validation_fraction=0.0), max_imbalance_ratio=10
+    )
     imbalance = next(r for r in result.rules if "max_imbalance_ratio" in r.rule)
     assert not imbalance.passed and imbalance.severity == "warning"
     assert imbalance.observed == "fewest: blue (4), most: red (44)"
@@ -252,6 +256,15 @@ def test_split_shares_far_from_the_fractions_are_a_warning(tmp_path):
     )
     shares = next(r for r in result.rules if r.rule.startswith("split shares"))
     assert not shares.passed and shares.severity == "warning"
+
+
+def test_the_report_says_when_validation_was_carved_from_train(tmp_path):
+    tree = write_colour_tree(tmp_path / "data", per_class=9, splits=("train", "test"))
+    result = _validate(tmp_path, _ingested(tmp_path, tree, 0.8, 0.1))
+    assert result.validation_carved_from_train == 3
+    assert result.images["validation"] == 3
+    report = (tmp_path / "report.html").read_text()
+    assert "The data had no validation split: 3 train images were moved" in report
 
 
 def test_drift_reads_the_profile_of_a_model_served_from_a_bucket(tmp_path, trained_model, bucket):
