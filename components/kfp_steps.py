@@ -249,7 +249,9 @@ def train(
     )
     for name, value in result.final_metrics.items():
         metrics.log_metric(name, value)
-    Path(training_curves.path).write_text(training_curves_page(result.history, result.stages))
+    Path(training_curves.path).write_text(
+        training_curves_page(result.history, result.stages, result.kept)
+    )
     model.metadata.update(
         backbone=config.backbone, classes=result.class_names, epochs=len(result.stages)
     )

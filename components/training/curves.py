@@ -18,12 +18,21 @@ def training_curves(history: dict[str, list[float]], stages: list[str]) -> str:
     return "".join(_curve_panel(name, history, stages) for name in names)
 
 
-def training_curves_page(history: dict[str, list[float]], stages: list[str]) -> str:
+def training_curves_page(
+    history: dict[str, list[float]], stages: list[str], kept: dict | None = None
+) -> str:
+    """The curves, with the epochs per stage and the epoch whose weights were exported."""
     epochs = ", ".join(f"{stage}: {stages.count(stage)}" for stage in dict.fromkeys(stages))
+    exported = (
+        f" Exported: the weights of epoch {kept['epoch']} ({html.escape(kept['stage'])} stage), "
+        f"the lowest validation loss ({kept['val_loss']:.4g})."
+        if kept
+        else " Exported: the last stage's best epoch on training loss (no validation split)."
+    )
     return page(
         "Training curves",
         [
-            f"<p>Epochs per stage: {html.escape(epochs or 'none')}.</p>",
+            f"<p>Epochs per stage: {html.escape(epochs or 'none')}.{exported}</p>",
             training_curves(history, stages),
         ],
     )

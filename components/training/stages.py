@@ -1,7 +1,8 @@
 """The two-stage fit and what it records: with pretrained weights, the head on a frozen backbone,
 then the top of the backbone unfrozen at a tenth of the learning rate; from scratch, everything
-at once. Each epoch is backed up and each finished stage saved, so a killed and restarted step
-resumes where it stopped."""
+at once. The weights kept are the best epoch's on validation loss across both stages: a
+fine-tuning stage that does worse than the head leaves the head's. Each epoch is backed up and
+each finished stage saved, so a killed and restarted step resumes where it stopped."""
 
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ class TrainResult:
     precision_policy: str = "float32"
     # Per TFLite quantisation: its file, size and agreement with the model.
     tflite: dict[str, dict] | None = None
+    # The epoch whose weights were exported: stage, epoch (1-based, across stages) and the
+    # monitored validation loss.
+    kept: dict | None = None
 
     @property
     def final_metrics(self) -> dict[str, float]:
@@ -83,8 +87,9 @@ def fit_stages(
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> None:
     """With pretrained weights: the head on a frozen backbone, then the top of the backbone
-    at a tenth of the learning rate. From scratch: everything at once. ``callbacks`` join
-    every stage's."""
+    at a tenth of the learning rate. From scratch: everything at once. The model ends with
+    the weights of the best epoch on validation loss across the stages (``result.kept``).
+    ``callbacks`` join every stage's."""
     data = (train_data, validation_data)
     if config.checkpoint_dir and config.checkpoint_mirror:
         _restore_mirrored_checkpoints(config)
@@ -92,16 +97,36 @@ def fit_stages(
     if not config.pretrained:
         epochs = config.epochs + config.fine_tune_epochs
         _fit(model, "full", *data, config.learning_rate, epochs, config, result, callbacks)
-        return
-    backbone.trainable = False
-    _fit(model, "head", *data, config.learning_rate, config.epochs, config, result, callbacks)
-    if config.fine_tune_epochs > 0:
-        unfrozen = unfreeze_top(backbone, config.unfreeze_fraction)
+    else:
+        backbone.trainable = False
+        _fit(model, "head", *data, config.learning_rate, config.epochs, config, result, callbacks)
+        if config.fine_tune_epochs > 0:
+            _fine_tune(model, backbone, data, config, result, callbacks)
+    result.kept = best_epoch(result)
+
+
+def _fine_tune(model, backbone, data, config: TrainConfig, result: TrainResult, callbacks):
+    """The top of the backbone at a tenth of the learning rate; its weights replace the head
+    stage's only if they do better on validation."""
+    # By variable, not by position: unfreezing reorders a model's weight list.
+    head_weights = [(variable, variable.numpy()) for variable in model.weights]
+    unfrozen = unfreeze_top(backbone, config.unfreeze_fraction)
+    log.info(
+        "Stage 2: fine-tuning the top %d of %d backbone layers", unfrozen, len(backbone.layers)
+    )
+    rate, epochs = config.learning_rate / 10, config.fine_tune_epochs
+    _fit(model, "fine_tune", *data, rate, epochs, config, result, callbacks)
+    best = best_epoch(result)
+    if best and best["stage"] == "head":
+        for variable, value in head_weights:
+            variable.assign(value)
         log.info(
-            "Stage 2: fine-tuning the top %d of %d backbone layers", unfrozen, len(backbone.layers)
+            "Fine-tuning did not beat the head stage on validation loss (best %.4g against "
+            "%.4g at epoch %d): the head stage's weights are kept",
+            _stage_best(result, "fine_tune"),
+            best["val_loss"],
+            best["epoch"],
         )
-        rate, epochs = config.learning_rate / 10, config.fine_tune_epochs
-        _fit(model, "fine_tune", *data, rate, epochs, config, result, callbacks)
 
 
 def _fit(
@@ -201,6 +226,24 @@ def _restore_mirrored_checkpoints(config: TrainConfig) -> None:
         epoch = json.loads(metadata.read_text()).get("epoch", -1) + 1
         log.info("Resuming stage %s after epoch %d (%s)", metadata.parent.name, epoch, metadata)
     log.info("Restored the checkpoints of a previous attempt from %s", config.checkpoint_mirror)
+
+
+def best_epoch(result: TrainResult) -> dict | None:
+    """The epoch of lowest validation loss across the stages, each stage having been restored
+    to its own best by early stopping; none without a validation split."""
+    losses = result.history.get("val_loss")
+    if not losses:
+        return None
+    index = min(range(len(losses)), key=lambda i: (losses[i], i))
+    return {"stage": result.stages[index], "epoch": index + 1, "val_loss": losses[index]}
+
+
+def _stage_best(result: TrainResult, stage: str) -> float:
+    return min(
+        loss
+        for loss, of in zip(result.history["val_loss"], result.stages, strict=True)
+        if of == stage
+    )
 
 
 def _record_stage(result: TrainResult, stage: str, history: dict[str, list[float]]) -> None:

@@ -1,0 +1,90 @@
+import keras
+import numpy as np
+import tensorflow_transform as tft
+
+from conftest import IMAGE_SIZE, MOBILENET_WEIGHTS, needs_weights
+from imgclf.components.training.config import TrainConfig
+from imgclf.components.training.curves import training_curves_page
+from imgclf.components.training.dataset import make_dataset
+from imgclf.components.training.network import build_model
+from imgclf.components.training.stages import TrainResult, best_epoch, fit_stages, new_result
+from imgclf.components.transform import features
+
+
+def test_the_best_epoch_is_the_lowest_validation_loss_and_a_tie_keeps_the_earlier():
+    result = TrainResult(
+        class_names=["a", "b"],
+        history={"val_loss": [0.5, 0.4, 0.45, 0.3], "loss": [1, 1, 1, 1]},
+        stages=["head", "head", "fine_tune", "fine_tune"],
+    )
+    assert best_epoch(result) == {"stage": "fine_tune", "epoch": 4, "val_loss": 0.3}
+    result.history["val_loss"] = [0.5, 0.4, 0.4, 0.6]
+    assert best_epoch(result) == {"stage": "head", "epoch": 2, "val_loss": 0.4}
+    result.history = {"loss": [1, 1, 1, 1]}
+    assert best_epoch(result) is None
+
+
+class _HeadPredictions(keras.callbacks.Callback):
+    """At the end of the head stage, after early stopping restored its best epoch (early
+    stopping's callback runs first), the predictions on the validation images."""
+
+    def __init__(self, images):
+        super().__init__()
+        self.images, self.predictions, self.stages_ended = images, None, 0
+
+    def on_train_end(self, logs=None):
+        self.stages_ended += 1
+        if self.stages_ended == 1:
+            self.predictions = self.model.predict(self.images, verbose=0)
+
+
+class _WreckFineTuning(keras.callbacks.Callback):
+    """Scrambles every weight when the second stage starts: a fine-tuning stage that can only
+    do worse on validation than the head stage."""
+
+    def __init__(self):
+        super().__init__()
+        self.stages_begun = 0
+
+    def on_train_begin(self, logs=None):
+        self.stages_begun += 1
+        if self.stages_begun == 2:
+            rng = np.random.default_rng(0)
+            for variable in self.model.trainable_weights:
+                variable.assign(rng.normal(0, 5, variable.shape).astype(variable.dtype))
+
+
+@needs_weights
+def test_a_fine_tuning_stage_that_does_worse_leaves_the_head_stages_best(prepared):
+    config = TrainConfig(
+        backbone="mobilenet",
+        weights=str(MOBILENET_WEIGHTS),
+        alpha=0.25,
+        image_size=IMAGE_SIZE,
+        epochs=2,
+        fine_tune_epochs=2,
+        learning_rate=0.003,
+        learning_rate_schedule="constant",
+        augmentations="none",
+    )
+    keras.utils.set_random_seed(config.seed)
+    tft_output = tft.TFTransformOutput(prepared["transform"])
+    classes = features.class_names(tft_output)
+    examples = prepared["examples"]
+    train_data = make_dataset(examples, "train", tft_output, config, training=True)
+    validation_data = make_dataset(examples, "validation", tft_output, config, training=False)
+    images = np.concatenate([batch.numpy() for batch, _ in validation_data])
+    model, backbone = build_model(config, len(classes))
+    result = new_result(examples, classes, False, config)
+    head = _HeadPredictions(images)
+
+    fit_stages(
+        model, backbone, train_data, validation_data, config, result, [head, _WreckFineTuning()]
+    )
+
+    assert result.stages == ["head", "head", "fine_tune", "fine_tune"]
+    assert result.kept["stage"] == "head"
+    assert min(result.history["val_loss"][2:]) > result.kept["val_loss"]
+    np.testing.assert_array_equal(model.predict(images, verbose=0), head.predictions)
+    page = training_curves_page(result.history, result.stages, result.kept)
+    assert f"Exported: the weights of epoch {result.kept['epoch']} (head stage)" in page
