@@ -94,7 +94,11 @@ def seed_recipe(
     # more than the quality bar can tell apart; seeded, the benchmark compares two fixed runs.
     keras.utils.set_random_seed(seed)
     train = seed_image_generator(photos / "train", image_size, 32)
-    validation = seed_image_generator(photos / "validation", image_size, 32, {})
+    validation = (
+        seed_image_generator(photos / "validation", image_size, 32, {})
+        if (photos / "validation").is_dir()
+        else None
+    )
     backbone = keras.applications.MobileNet(
         input_shape=(image_size, image_size, 3), alpha=0.25, include_top=False, weights=weights
     )

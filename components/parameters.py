@@ -419,6 +419,13 @@ class TrainSettings(Settings):
         "stage 1: epochs of the new head on a frozen backbone",
         within="[0, )",
     )
+    min_head_steps: int = setting(
+        150,
+        "stage 1 runs at least this many optimizer steps, so small data gets more head epochs "
+        "than epochs (a head that saw four batches is no start for fine-tuning); 0: exactly "
+        "epochs",
+        within="[0, )",
+    )
     fine_tune_epochs: int = setting(
         30,
         "stage 2: epochs of the top unfreeze_fraction of the backbone (BatchNormalization stays "

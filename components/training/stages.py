@@ -99,10 +99,34 @@ def fit_stages(
         _fit(model, "full", *data, config.learning_rate, epochs, config, result, callbacks)
     else:
         backbone.trainable = False
-        _fit(model, "head", *data, config.learning_rate, config.epochs, config, result, callbacks)
+        epochs = head_epochs(config, result)
+        _fit(model, "head", *data, config.learning_rate, epochs, config, result, callbacks)
         if config.fine_tune_epochs > 0:
             _fine_tune(model, backbone, data, config, result, callbacks)
     result.kept = best_epoch(result)
+
+
+def head_epochs(config: TrainConfig, result: TrainResult) -> int:
+    """``epochs``, or more where they make fewer than ``min_head_steps`` optimizer steps."""
+    if config.epochs == 0:
+        return 0
+    steps = _steps_per_epoch(config, result)
+    epochs = max(config.epochs, math.ceil(config.min_head_steps / steps))
+    if epochs > config.epochs:
+        log.info(
+            "Stage head: %d epochs instead of %d, so that %d train images (%d steps an epoch) "
+            "make min_head_steps=%d steps",
+            epochs,
+            config.epochs,
+            result.train_images,
+            steps,
+            config.min_head_steps,
+        )
+    return epochs
+
+
+def _steps_per_epoch(config: TrainConfig, result: TrainResult) -> int:
+    return max(1, math.ceil(result.train_images / (config.batch_size * result.replicas)))
 
 
 def _fine_tune(model, backbone, data, config: TrainConfig, result: TrainResult, callbacks):
@@ -151,7 +175,7 @@ def _fit(
         ]
     else:
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    steps_per_epoch = math.ceil(result.train_images / (config.batch_size * result.replicas))
+    steps_per_epoch = _steps_per_epoch(config, result)
     model.compile(
         optimizer=make_optimizer(config, learning_rate, steps_per_epoch * epochs, steps_per_epoch),
         loss=make_loss(config, result.multi_label),

@@ -92,12 +92,13 @@ class TwoStageTraining(keras_tuner.HyperModel):
 
 def epoch_budget(config: TrainConfig, epochs: int) -> TrainConfig:
     """``config`` with ``epochs`` in all, shared between the stages as ``config`` shares its
-    own (at least one for the head)."""
+    own (at least one for the head), and no min_head_steps: a trial's budget is exact, so
+    that trials compare."""
     if not config.pretrained or config.fine_tune_epochs == 0:
-        return replace(config, epochs=max(epochs, 1), fine_tune_epochs=0)
+        return replace(config, epochs=max(epochs, 1), fine_tune_epochs=0, min_head_steps=0)
     total = config.epochs + config.fine_tune_epochs
     head = max(1, round(epochs * config.epochs / total))
-    return replace(config, epochs=head, fine_tune_epochs=max(epochs - head, 0))
+    return replace(config, epochs=head, fine_tune_epochs=max(epochs - head, 0), min_head_steps=0)
 
 
 def tune(

@@ -7,7 +7,13 @@ from imgclf.components.training.config import TrainConfig
 from imgclf.components.training.curves import training_curves_page
 from imgclf.components.training.dataset import make_dataset
 from imgclf.components.training.network import build_model
-from imgclf.components.training.stages import TrainResult, best_epoch, fit_stages, new_result
+from imgclf.components.training.stages import (
+    TrainResult,
+    best_epoch,
+    fit_stages,
+    head_epochs,
+    new_result,
+)
 from imgclf.components.transform import features
 
 
@@ -22,6 +28,17 @@ def test_the_best_epoch_is_the_lowest_validation_loss_and_a_tie_keeps_the_earlie
     assert best_epoch(result) == {"stage": "head", "epoch": 2, "val_loss": 0.4}
     result.history = {"loss": [1, 1, 1, 1]}
     assert best_epoch(result) is None
+
+
+def test_small_data_gets_head_epochs_enough_for_min_head_steps():
+    result = TrainResult(class_names=["a", "b"], train_images=54)
+    # 54 images in batches of 32: 2 steps an epoch, so 150 steps take 75 epochs.
+    assert head_epochs(TrainConfig(epochs=2, min_head_steps=150), result) == 75
+    assert head_epochs(TrainConfig(epochs=2, min_head_steps=0), result) == 2
+    assert head_epochs(TrainConfig(epochs=0, min_head_steps=150), result) == 0
+    # The clothing photos' 3,068 train images make 96 steps an epoch: epochs stands.
+    result.train_images = 3068
+    assert head_epochs(TrainConfig(epochs=2, min_head_steps=150), result) == 2
 
 
 class _HeadPredictions(keras.callbacks.Callback):
@@ -62,6 +79,7 @@ def test_a_fine_tuning_stage_that_does_worse_leaves_the_head_stages_best(prepare
         alpha=0.25,
         image_size=IMAGE_SIZE,
         epochs=2,
+        min_head_steps=0,
         fine_tune_epochs=2,
         learning_rate=0.003,
         learning_rate_schedule="constant",

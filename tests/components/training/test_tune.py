@@ -17,7 +17,7 @@ def _config(**options) -> TrainConfig:
         image_size=IMAGE_SIZE,
         batch_size=16,
         augmentations="none",
-        **{"weights": "none", "epochs": 2, "fine_tune_epochs": 0, **options},
+        **{"weights": "none", "epochs": 2, "fine_tune_epochs": 0, "min_head_steps": 0, **options},
     )
 
 
