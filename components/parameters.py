@@ -421,9 +421,9 @@ class TrainSettings(Settings):
     )
     min_head_steps: int = setting(
         150,
-        "stage 1 runs at least this many optimizer steps, so small data gets more head epochs "
-        "than epochs (a head that saw four batches is no start for fine-tuning); 0: exactly "
-        "epochs",
+        "stage 1 runs at least this many optimizer steps before early stopping may stop it or "
+        "keep one of its epochs, so small data gets more head epochs than epochs (a head that "
+        "saw four batches is no start for fine-tuning); 0: exactly epochs",
         within="[0, )",
     )
     fine_tune_epochs: int = setting(

@@ -49,6 +49,9 @@ class TrainResult:
     # The epoch whose weights were exported: stage, epoch (1-based, across stages) and the
     # monitored validation loss.
     kept: dict | None = None
+    # The head stage's first epoch (0-based) that early stopping may pick: the one that
+    # completes min_head_steps.
+    head_selectable_from: int = 0
 
     @property
     def final_metrics(self) -> dict[str, float]:
@@ -99,19 +102,33 @@ def fit_stages(
         _fit(model, "full", *data, config.learning_rate, epochs, config, result, callbacks)
     else:
         backbone.trainable = False
-        epochs = head_epochs(config, result)
-        _fit(model, "head", *data, config.learning_rate, epochs, config, result, callbacks)
+        epochs, result.head_selectable_from = head_schedule(config, result)
+        _fit(
+            model,
+            "head",
+            *data,
+            config.learning_rate,
+            epochs,
+            config,
+            result,
+            callbacks,
+            selectable_from=result.head_selectable_from,
+        )
         if config.fine_tune_epochs > 0:
             _fine_tune(model, backbone, data, config, result, callbacks)
     result.kept = best_epoch(result)
 
 
-def head_epochs(config: TrainConfig, result: TrainResult) -> int:
-    """``epochs``, or more where they make fewer than ``min_head_steps`` optimizer steps."""
+def head_schedule(config: TrainConfig, result: TrainResult) -> tuple[int, int]:
+    """The head stage's epochs and the first (0-based) that early stopping may stop after or
+    keep: ``epochs``, or more where they make fewer than ``min_head_steps`` optimizer steps;
+    before those steps, a validation split of a few images would pick a head that barely
+    trained."""
     if config.epochs == 0:
-        return 0
+        return 0, 0
     steps = _steps_per_epoch(config, result)
-    epochs = max(config.epochs, math.ceil(config.min_head_steps / steps))
+    needed = math.ceil(config.min_head_steps / steps)
+    epochs = max(config.epochs, needed)
     if epochs > config.epochs:
         log.info(
             "Stage head: %d epochs instead of %d, so that %d train images (%d steps an epoch) "
@@ -122,7 +139,7 @@ def head_epochs(config: TrainConfig, result: TrainResult) -> int:
             steps,
             config.min_head_steps,
         )
-    return epochs
+    return epochs, max(needed - 1, 0)
 
 
 def _steps_per_epoch(config: TrainConfig, result: TrainResult) -> int:
@@ -154,7 +171,16 @@ def _fine_tune(model, backbone, data, config: TrainConfig, result: TrainResult, 
 
 
 def _fit(
-    model, stage, train_data, validation_data, learning_rate, epochs, config, result, extra=()
+    model,
+    stage,
+    train_data,
+    validation_data,
+    learning_rate,
+    epochs,
+    config,
+    result,
+    extra=(),
+    selectable_from=0,
 ):
     if epochs <= 0:
         return
@@ -188,6 +214,7 @@ def _fit(
             monitor=monitor,
             patience=config.early_stopping_patience,
             restore_best_weights=True,
+            start_from_epoch=selectable_from,
         )
     ]
     if config.checkpoint_dir:
@@ -258,7 +285,15 @@ def best_epoch(result: TrainResult) -> dict | None:
     losses = result.history.get("val_loss")
     if not losses:
         return None
-    index = min(range(len(losses)), key=lambda i: (losses[i], i))
+    head_epochs_seen = 0
+    selectable = []
+    for index, stage in enumerate(result.stages):
+        if stage == "head":
+            head_epochs_seen += 1
+            if head_epochs_seen <= result.head_selectable_from:
+                continue
+        selectable.append(index)
+    index = min(selectable, key=lambda i: (losses[i], i))
     return {"stage": result.stages[index], "epoch": index + 1, "val_loss": losses[index]}
 
 

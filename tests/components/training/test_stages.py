@@ -11,7 +11,7 @@ from imgclf.components.training.stages import (
     TrainResult,
     best_epoch,
     fit_stages,
-    head_epochs,
+    head_schedule,
     new_result,
 )
 from imgclf.components.transform import features
@@ -30,15 +30,27 @@ def test_the_best_epoch_is_the_lowest_validation_loss_and_a_tie_keeps_the_earlie
     assert best_epoch(result) is None
 
 
-def test_small_data_gets_head_epochs_enough_for_min_head_steps():
+def test_small_data_gets_head_epochs_enough_for_min_head_steps_before_any_is_picked():
     result = TrainResult(class_names=["a", "b"], train_images=54)
-    # 54 images in batches of 32: 2 steps an epoch, so 150 steps take 75 epochs.
-    assert head_epochs(TrainConfig(epochs=2, min_head_steps=150), result) == 75
-    assert head_epochs(TrainConfig(epochs=2, min_head_steps=0), result) == 2
-    assert head_epochs(TrainConfig(epochs=0, min_head_steps=150), result) == 0
+    # 54 images in batches of 32: 2 steps an epoch, so 150 steps take 75 epochs, and early
+    # stopping may keep only the 75th (index 74) or later.
+    assert head_schedule(TrainConfig(epochs=2, min_head_steps=150), result) == (75, 74)
+    assert head_schedule(TrainConfig(epochs=2, min_head_steps=0), result) == (2, 0)
+    assert head_schedule(TrainConfig(epochs=0, min_head_steps=150), result) == (0, 0)
+    assert head_schedule(TrainConfig(epochs=90, min_head_steps=150), result) == (90, 74)
     # The clothing photos' 3,068 train images make 96 steps an epoch: epochs stands.
     result.train_images = 3068
-    assert head_epochs(TrainConfig(epochs=2, min_head_steps=150), result) == 2
+    assert head_schedule(TrainConfig(epochs=2, min_head_steps=150), result) == (2, 1)
+
+
+def test_epochs_before_min_head_steps_are_never_the_best():
+    result = TrainResult(
+        class_names=["a", "b"],
+        history={"val_loss": [0.2, 0.5, 0.4, 0.3]},
+        stages=["head", "head", "head", "fine_tune"],
+        head_selectable_from=2,
+    )
+    assert best_epoch(result) == {"stage": "fine_tune", "epoch": 4, "val_loss": 0.3}
 
 
 class _HeadPredictions(keras.callbacks.Callback):
