@@ -184,6 +184,30 @@ def test_a_multi_label_csv_listing_runs_end_to_end(tmp_path, capsys):
 
 @needs_clothing
 @needs_weights
+def test_twenty_photos_a_class_in_train_and_test_folders_only_give_a_blessed_model(tmp_path):
+    """The small-data case of #27: three classes of 20 photos, train/ and test/ folders,
+    3 + 1 epochs at 128 px. It exported a chance-level model (head: four optimizer steps;
+    fine-tuning: wrecked) that the blessing floor refused."""
+    data = tmp_path / "data"
+    for label in ("dress", "shirt", "shorts"):
+        for split, count in (("train", 20), ("test", None)):
+            (data / split / label).mkdir(parents=True)
+            for photo in sorted((CLOTHING / split / label).glob("*.jpg"))[:count]:
+                (data / split / label / photo.name).symlink_to(photo)
+    code, summary = _run(
+        tmp_path,
+        *("--data", str(data), "--serving-dir", str(tmp_path / "serving")),
+        *("--backbone", "mobilenet", "--alpha", "0.25", "--weights", str(MOBILENET_WEIGHTS)),
+        *("--image-size", "128", "--epochs", "3", "--fine-tune-epochs", "1"),
+    )
+    assert code == 0
+    assert summary["images"] == {"train": 54, "validation": 6, "test": 71}
+    assert summary["blessed"] is True, summary
+    assert summary["candidate"]["accuracy"] >= 0.5
+
+
+@needs_clothing
+@needs_weights
 def test_second_run_on_real_photos_is_judged_against_the_first(tmp_path):
     data = tmp_path / "clothing"
     for split, count in (("train", 20), ("validation", 8), ("test", 10)):
