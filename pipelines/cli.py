@@ -56,6 +56,13 @@ def _add_run(commands) -> None:
         help="subprocess: every step in this Python environment; docker: every step in the "
         "step image (make image) through DOCKER_HOST, e.g. podman's API service",
     )
+    run.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="retries of a failed tune or train step, at once (default 0: the cluster's "
+        "retries are for lost pods, and a step that fails here fails for good)",
+    )
     run.add_argument("--summary-json", help="also write the run summary to this file")
     run.set_defaults(handler=_run)
 
@@ -316,13 +323,16 @@ def _run(args: argparse.Namespace) -> int:
     from imgclf.pipelines.summary import describe
 
     arguments = run_arguments(args)
+    if args.retries < 0:
+        print(f"imgclf run: --retries must be 0 or more, not {args.retries}.", file=sys.stderr)
+        return 2
     try:
         check_settings(arguments)
     except ValueError as error:
         print(f"imgclf run: {error}", file=sys.stderr)
         return 2
     try:
-        summary = local.run(arguments, args.pipeline_root, args.runner)
+        summary = local.run(arguments, args.pipeline_root, args.runner, args.retries)
     except ValueError as error:
         print(f"imgclf run: {error}", file=sys.stderr)
         return 2

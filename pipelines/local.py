@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from imgclf.pipelines.cluster import ClusterSettings
+from imgclf.pipelines.cluster import ClusterSettings, Retry
 from imgclf.pipelines.pipeline import create_pipeline
 from imgclf.pipelines.summary import RunSummary, summarize
 
@@ -31,16 +31,27 @@ HELD_ENTRYPOINT = ["sh", "-c", 'echo "starting $1" && sleep 1 && exec "$@"', "he
 CONTAINER_VISIBLE_PATHS = ("data_uri", "serving_root", "weights")
 
 
-def run(arguments: dict[str, Any], pipeline_root: str, runner: str = "subprocess") -> RunSummary:
+def run(
+    arguments: dict[str, Any], pipeline_root: str, runner: str = "subprocess", retries: int = 0
+) -> RunSummary:
     """The whole DAG through ``kfp.local``: every step in this Python environment
     (``subprocess``), or in the step image through a Docker-compatible API (``docker``:
-    ``DOCKER_HOST``, e.g. podman's service), as uid 1000, as the cluster runs it."""
+    ``DOCKER_HOST``, e.g. podman's service), as uid 1000, as the cluster runs it.
+
+    The cluster's retries are for lost pods; kfp.local applies a task's retry policy, backoff
+    included (kfp/local/orchestrator/task_executor.py), so locally a step that fails for good
+    would sleep and rerun for minutes. Here the GPU steps get ``retries``, at once."""
     from kfp import local
 
     os.environ.update(STEP_ENVIRONMENT)
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     cluster = ClusterSettings.load()
+    cluster = cluster.replace(
+        retries={step: Retry(retries, "0s", 1.0, "0s") for step in cluster.retries}
+        if retries
+        else {}
+    )
     if runner == "docker":
         _check_docker_run(arguments, root, (cluster.step_image, cluster.light_image))
         # The image's user (uid 1000) writes every step's outputs under the root.

@@ -1,6 +1,7 @@
 """The whole DAG through kfp.local, as `make run` and `imgclf run` run it."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -47,6 +48,21 @@ def _run(tmp_path, *args):
         ["run", "--pipeline-root", str(tmp_path / "runs"), "--summary-json", str(summary), *args]
     )
     return code, (json.loads(summary.read_text()) if summary.exists() else None)
+
+
+def test_a_train_step_that_fails_for_good_fails_once(tmp_path, capfd):
+    """kfp.local applies a task's retry policy with its backoff (kfp 2.17.0,
+    kfp/local/orchestrator/task_executor.py: max_retry_count attempts, sleeping
+    backoff_duration x backoff_factor^attempt); the cluster's 3 retries from 60 s would rerun
+    this train four times over seven minutes."""
+    args = [a if a != "none" else str(tmp_path / "missing.h5") for a in SAMPLE_ARGS]
+    for retries, attempts in ((None, 1), ("1", 2)):
+        flags = ("--retries", retries) if retries else ()
+        code, _ = _run(tmp_path, "--serving-dir", str(tmp_path / "serving"), *args, *flags)
+        assert code != 0
+        captured = capfd.readouterr()
+        log = re.sub(r"\x1b\[[0-9;]*m", "", captured.out + captured.err)
+        assert log.count("Executing task 'train'") == attempts, retries
 
 
 def test_sample_run_pushes_a_model_that_predicts(tmp_path, capsys):
