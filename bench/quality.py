@@ -13,6 +13,7 @@ the frozen backbone's pooled features. Writes ``bench/quality.json`` and ``bench
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -202,8 +203,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

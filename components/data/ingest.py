@@ -31,8 +31,9 @@ from imgclf.components.parameters import IngestSettings
 log = logging.getLogger(__name__)
 
 _READERS = 16
-CARVED_FROM_TRAIN = "validation_carved_from_train"
 _PROGRESS_EVERY = 500
+# The key of the splits record (artifacts.SPLITS_RECORD): train images moved to validation.
+CARVED_FROM_TRAIN = "validation_carved_from_train"
 
 
 def fingerprint(settings: IngestSettings) -> DataFingerprint:
