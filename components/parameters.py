@@ -165,16 +165,37 @@ def comma_separated(value: str, vocabulary: tuple[str, ...], what: str) -> list[
     return names
 
 
+class SettingsError(ValueError):
+    """Settings that cannot work, each problem one sentence that names its parameter."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(" ".join(problems))
+        self.problems = problems
+
+
 class Settings:
-    """The base of each step's settings: checks every value against its declaration."""
+    """The base of each step's settings: checks every value against its declaration, then
+    the combinations (``combination_problems``), and raises every problem found at once."""
 
     # The steps that take these settings, in the order they run.
     USED_BY: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
-        for declared in fields(self):
-            if "help" in declared.metadata:  # a declared parameter, not a subclass's own field
-                _check(declared, getattr(self, declared.name))
+        problems = [
+            problem
+            for declared in fields(self)
+            # A declared parameter, not a subclass's own field.
+            if "help" in declared.metadata
+            and (problem := _problem(declared, getattr(self, declared.name)))
+        ]
+        # Combinations are judged on values that are each valid.
+        problems = problems or self.combination_problems()
+        if problems:
+            raise SettingsError(problems)
+
+    def combination_problems(self) -> list[str]:
+        """Values that are each valid but cannot work together."""
+        return []
 
     @classmethod
     def from_step_input(cls, values: Mapping[str, Any]):
@@ -211,28 +232,30 @@ def parse(kind: type, value: Any) -> Any:
     return str(value)
 
 
-def _check_location(name: str, uri: str) -> None:
+def _location_problems(name: str, uri: str) -> list[str]:
     error = storage.location_error(uri)
-    if error:
-        raise ValueError(f"{name}: {error}")
+    return [f"{name}: {error}"] if error else []
 
 
-def _check(declared: dataclasses.Field, value: Any) -> None:
+def _problem(declared: dataclasses.Field, value: Any) -> str | None:
+    """What is wrong with one parameter's value, in one sentence, or None."""
     meta = declared.metadata
     if isinstance(value, str) and any(c in '"\\' or ord(c) < 32 for c in value):
         # KFP writes a step's settings into its JSON input as text (the launcher and kfp.local
         # alike), so a quote, a backslash or a control character would break that JSON.
-        raise ValueError(
+        return (
             f"{declared.name} may not contain quotes, backslashes or control characters: {value!r}."
         )
     if meta["choices"] and value not in meta["choices"]:
-        raise ValueError(
-            f"{declared.name} must be one of {', '.join(meta['choices'])}, not {value!r}."
-        )
+        return f"{declared.name} must be one of {', '.join(meta['choices'])}, not {value!r}."
     if meta["each_of"]:
-        comma_separated(value, meta["each_of"], meta["item"])
+        try:
+            comma_separated(value, meta["each_of"], meta["item"])
+        except ValueError as error:
+            return f"{declared.name}: {error}"
     if meta["bounds"] is not None and value not in meta["bounds"]:
-        raise ValueError(f"{declared.name} {meta['bounds'].requirement()}, not {value}.")
+        return f"{declared.name} {meta['bounds'].requirement()}, not {value}."
+    return None
 
 
 @dataclass
@@ -266,9 +289,8 @@ class ServingTarget(Settings):
         local_default=0,
     )
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_location("serving_root", self.serving_root)
+    def combination_problems(self) -> list[str]:
+        return _location_problems("serving_root", self.serving_root)
 
 
 @dataclass
@@ -303,16 +325,19 @@ class IngestSettings(Settings):
         within="[0, 1)",
     )
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.data_uri.startswith(SAMPLE_PREFIX):
-            _check_location("data_uri", self.data_uri)
+    def combination_problems(self) -> list[str]:
+        problems = (
+            []
+            if self.data_uri.startswith(SAMPLE_PREFIX)
+            else _location_problems("data_uri", self.data_uri)
+        )
         if self.train_fraction + self.validation_fraction >= 1:
-            raise ValueError(
+            problems.append(
                 f"train_fraction + validation_fraction = "
                 f"{self.train_fraction + self.validation_fraction:g} leaves no test split; make "
                 "their sum below 1."
             )
+        return problems
 
 
 @dataclass
@@ -530,10 +555,10 @@ class TrainSettings(Settings):
         item="TFLite quantisation",
     )
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.weights.lower() not in NAMED_WEIGHTS:
-            _check_location("weights", self.weights)
+    def combination_problems(self) -> list[str]:
+        if self.weights.lower() in NAMED_WEIGHTS:
+            return []
+        return _location_problems("weights", self.weights)
 
 
 @dataclass

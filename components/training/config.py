@@ -21,14 +21,15 @@ class TrainConfig(TrainSettings):
     # pod's disk goes with the pod, and Keras writes no object store but GCS. "" for none.
     checkpoint_mirror: str = ""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def combination_problems(self) -> list[str]:
+        problems = super().combination_problems()
         if self.xla and augmentation.geometric(self.augmentations):
-            raise ValueError(
+            problems.append(
                 f"xla cannot compile the {', '.join(augmentation.geometric(self.augmentations))} "
                 "augmentation (its image warp has no XLA kernel); drop it from augmentations or "
                 "turn xla off."
             )
+        return problems
 
     @property
     def pretrained(self) -> bool:

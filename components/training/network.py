@@ -23,16 +23,9 @@ def build_model(
     one independent probability per class (sigmoid) for multi-label data. Layers compute in
     the ``mixed_precision`` policy; the scores layer always in float32."""
     spec = get_backbone(config.backbone)
-    if config.image_size < spec.min_image_size:
-        raise ValueError(
-            f"{spec.name} needs image_size of at least {spec.min_image_size}, not "
-            f"{config.image_size}; its default is {spec.default_image_size}."
-        )
-    if config.weights.lower() == "imagenet" and not spec.imagenet_weights:
-        raise ValueError(
-            f"No ImageNet weights exist for {spec.name}: pass weights=none to train it from "
-            "scratch, or weights=PATH to a Keras weights file of its headless architecture."
-        )
+    problems = backbone_problems(config)
+    if problems:
+        raise ValueError(" ".join(problems))
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision_policy(config.mixed_precision))
     try:
@@ -41,23 +34,54 @@ def build_model(
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _build_model(spec, config: TrainConfig, num_classes: int, multi_label: bool):
+def backbone_problems(config: TrainConfig) -> list[str]:
+    """What makes the backbone impossible to build as configured, found without building it."""
+    spec = get_backbone(config.backbone)
+    problems = []
+    if config.image_size < spec.min_image_size:
+        problems.append(
+            f"image_size {config.image_size} is below {spec.name}'s smallest input, "
+            f"{spec.min_image_size}; its default is {spec.default_image_size}."
+        )
+    if config.alpha != 1 and not spec.width_multiplier:
+        problems.append(
+            f"alpha={config.alpha:g} has no effect on {spec.name}: only the MobileNets take a "
+            "width multiplier; leave alpha at 1."
+        )
+    if config.weights.lower() == "imagenet" and not spec.imagenet_weights:
+        problems.append(
+            f"weights=imagenet: no ImageNet weights exist for {spec.name}; pass weights=none to "
+            "train it from scratch, or weights=PATH to a Keras weights file of its headless "
+            "architecture."
+        )
+    return problems
+
+
+def build_backbone(config: TrainConfig) -> keras.Model:
+    """The headless backbone with its weights: a file that does not fit it, or ImageNet
+    weights that cannot be had, fail here with what to pass instead."""
+    spec = get_backbone(config.backbone)
     shape = (config.image_size, config.image_size, 3)
-    pretrained = config.pretrained
     weights = _keras_weights(config.weights)
     try:
-        backbone = spec.build(shape, weights, config.alpha)
+        return spec.build(shape, weights, config.alpha)
     except Exception as error:  # Keras raises a bare Exception for a failed download
         hint = (
-            "Without internet access pass weights=PATH (a Keras weights file) or weights=none."
+            "without internet access pass weights=PATH (a Keras weights file) or weights=none"
             if config.weights.lower() == "imagenet"
-            else "The file must hold weights of this backbone and alpha, without the top."
+            else "the file must hold weights of this backbone and alpha, without the top"
         )
+        # Keras' messages run over several lines (the second one often says which layer).
+        reason = " ".join(str(error).split())[:400] or type(error).__name__
         raise RuntimeError(
-            f"Could not load {config.weights} weights into {spec.name} "
-            f"(alpha={config.alpha:g}): {error}. {hint}"
+            f"weights={config.weights} could not be loaded into {spec.name} "
+            f"(alpha={config.alpha:g}, image_size={config.image_size}): {reason}; {hint}."
         ) from error
 
+
+def _build_model(spec, config: TrainConfig, num_classes: int, multi_label: bool):
+    pretrained = config.pretrained
+    backbone = build_backbone(config)
     if not pretrained:
         _speed_up_batch_norm_statistics(backbone)
     augmentations = augmentation.augmentation_layers(config.augmentations, config.seed)
@@ -88,7 +112,7 @@ def _keras_weights(weights: str) -> str | None:
         return str(local)
     if not Path(weights).is_file():
         raise FileNotFoundError(
-            f"Weights file {weights} not found; pass weights=imagenet, none, or an existing "
-            "Keras .h5/.weights.h5 file."
+            f"weights: the file {weights} does not exist; pass weights=imagenet, none, or an "
+            "existing Keras .h5/.weights.h5 file."
         )
     return str(Path(weights).resolve())
