@@ -34,6 +34,19 @@ _component = dsl.component(base_image=STEP_IMAGE, install_kfp_package=False)
 
 
 @_component
+def preflight(settings: dict, beam_pipeline_args: list):
+    """Checks every setting, the data, the serving root and the weights before any step reads
+    an image, and fails with every problem found, each in one sentence."""
+    from imgclf.components import failures, logs
+    from imgclf.components import preflight as checks
+
+    logs.configure()
+    failures.report_uncaught("preflight")
+    arguments = checks.arguments_from_step_input(settings)
+    checks.check({**arguments, "beam_pipeline_args": beam_pipeline_args})
+
+
+@_component
 def fingerprint(settings: dict, scheduled_at: str) -> NamedTuple(
     "Fingerprint", digest=str, snapshot=str
 ):
@@ -42,12 +55,13 @@ def fingerprint(settings: dict, scheduled_at: str) -> NamedTuple(
     import dataclasses
     from collections import namedtuple
 
-    from imgclf.components import logs
+    from imgclf.components import failures, logs
     from imgclf.components.data.ingest import fingerprint as fingerprint_data
     from imgclf.components.data.snapshot import snapshot_of_run
     from imgclf.components.parameters import IngestSettings
 
     logs.configure()
+    failures.report_uncaught("fingerprint")
     asked = IngestSettings.from_step_input(settings)
     snapshot = snapshot_of_run(asked.data_snapshot, scheduled_at)
     found = fingerprint_data(dataclasses.replace(asked, data_snapshot=snapshot))
@@ -67,12 +81,13 @@ def ingest(
     change among them) into a manifest with labels and splits."""
     import dataclasses
 
-    from imgclf.components import logs
+    from imgclf.components import failures, logs
     from imgclf.components import manifest as manifest_table
     from imgclf.components.data.ingest import ingest as ingest_images
     from imgclf.components.parameters import IngestSettings
 
     logs.configure()
+    failures.report_uncaught("ingest")
     asked = dataclasses.replace(
         IngestSettings.from_step_input(settings), data_snapshot=data_snapshot
     )
@@ -97,11 +112,12 @@ def validate(
     import shutil
     from pathlib import Path
 
-    from imgclf.components import artifacts, logs
+    from imgclf.components import artifacts, failures, logs
     from imgclf.components.data.validate import validate as validate_manifest
     from imgclf.components.parameters import ServingTarget, ValidationRules
 
     logs.configure()
+    failures.report_uncaught("validate")
     report_file = str(Path(validated_manifest.path) / artifacts.VALIDATION_REPORT)
     result = validate_manifest(
         manifest.path,
@@ -139,12 +155,13 @@ def preprocess(
     import os
     import posixpath
 
-    from imgclf.components import logs
+    from imgclf.components import failures, logs
     from imgclf.components.environment import STEP_IMAGE_VARIABLE
     from imgclf.components.parameters import PreprocessSettings
     from imgclf.components.transform import preprocess as step
 
     logs.configure()
+    failures.report_uncaught("preprocess")
     outputs = (examples.path, transform_graph.path)
     if step.runs_remotely(beam_pipeline_args):
         outputs = (examples.uri, transform_graph.uri)
@@ -173,13 +190,14 @@ def tune(
     import json
     from pathlib import Path
 
-    from imgclf.components import artifacts, logs
+    from imgclf.components import artifacts, failures, logs
     from imgclf.components.parameters import TuneSettings
     from imgclf.components.training.config import TrainConfig
     from imgclf.components.training.tune import trials_markdown
     from imgclf.components.training.tune import tune as search
 
     logs.configure()
+    failures.report_uncaught("tune")
     config = TrainConfig.from_step_input(settings)
     wanted = TuneSettings.from_step_input(settings)
     best = search(
@@ -227,12 +245,13 @@ def train(
     import dataclasses
     from pathlib import Path
 
-    from imgclf.components import artifacts, logs, storage
+    from imgclf.components import artifacts, failures, logs, storage
     from imgclf.components.training.config import TrainConfig
     from imgclf.components.training.curves import training_curves_page
     from imgclf.components.training.train import train as train_model
 
     logs.configure()
+    failures.report_uncaught("train")
     config = dataclasses.replace(
         TrainConfig.from_step_input(settings),
         checkpoint_dir=checkpoints.path,
@@ -276,12 +295,13 @@ def evaluate(
     import shutil
     from pathlib import Path
 
-    from imgclf.components import artifacts, logs
+    from imgclf.components import artifacts, failures, logs
     from imgclf.components.evaluation.evaluate import evaluate as evaluate_models
     from imgclf.components.evaluation.report import HEADLINE_METRICS
     from imgclf.components.parameters import BlessingRules, ServingTarget
 
     logs.configure()
+    failures.report_uncaught("evaluate")
     result = evaluate_models(
         model.path,
         validated_manifest.path,
@@ -316,11 +336,12 @@ def push(
     the next TF Serving version with its warmup requests, data profile and model card."""
     import json
 
-    from imgclf.components import logs
+    from imgclf.components import failures, logs
     from imgclf.components.parameters import PushSettings, ServingTarget
     from imgclf.components.serving.push import push as push_model
 
     logs.configure()
+    failures.report_uncaught("push")
     result = push_model(
         model.path,
         ServingTarget.from_step_input(settings),

@@ -19,6 +19,7 @@ from imgclf.components.environment import STEP_IMAGE_VARIABLE
 
 DEFAULTS_FILE = Path(__file__).with_name("cluster.yaml")
 STEPS = (
+    "preflight",
     "fingerprint",
     "ingest",
     "validate",
@@ -29,11 +30,21 @@ STEPS = (
     "evaluate",
     "push",
 )
-# The steps that read or write <serving_root>: drift and baseline, and the push itself.
-SERVING_STEPS = ("validate", "evaluate", "push")
-# The steps that read the images under data_uri: fingerprinting, listing, decoding,
-# transforming, scoring the test split, and the warmup requests.
-DATA_STEPS = ("fingerprint", "ingest", "validate", "preprocess", "evaluate", "push")
+# The steps that read or write <serving_root>: the preflight's check that it is writable,
+# drift and baseline, and the push itself.
+SERVING_STEPS = ("preflight", "validate", "evaluate", "push")
+# The steps that read the images under data_uri (or look for them: the preflight):
+# fingerprinting, listing, decoding, transforming, scoring the test split, and the warmup
+# requests.
+DATA_STEPS = (
+    "preflight",
+    "fingerprint",
+    "ingest",
+    "validate",
+    "preprocess",
+    "evaluate",
+    "push",
+)
 # The steps that need kfp and nothing of this project's dependencies.
 LIGHT_STEPS = ("untuned",)
 GCP_KEY_DIR = "/var/secrets/google"

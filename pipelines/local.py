@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+from imgclf.components import failures
 from imgclf.pipelines.cluster import ClusterSettings, Retry
 from imgclf.pipelines.pipeline import create_pipeline
 from imgclf.pipelines.summary import RunSummary, summarize
@@ -17,7 +20,12 @@ STEP_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "2", "GX_ANALYTICS_ENABLED": "false"
 
 
 class PipelineFailed(RuntimeError):
-    """A step of the local run failed; its own error is in the log above."""
+    """A step of the local run failed: ``step``, its one-line ``reason`` and the file with its
+    ``traceback`` where the step recorded them (the log above has them otherwise)."""
+
+    def __init__(self, message: str, step: str = "", reason: str = "", traceback: str = ""):
+        super().__init__(message)
+        self.step, self.reason, self.traceback = step, reason, traceback
 
 
 # Each step's command, announced at once and started a second late. kfp.local runs containers
@@ -32,7 +40,11 @@ CONTAINER_VISIBLE_PATHS = ("data_uri", "serving_root", "weights")
 
 
 def run(
-    arguments: dict[str, Any], pipeline_root: str, runner: str = "subprocess", retries: int = 0
+    arguments: dict[str, Any],
+    pipeline_root: str,
+    runner: str = "subprocess",
+    retries: int = 0,
+    verbose: bool = False,
 ) -> RunSummary:
     """The whole DAG through ``kfp.local``: every step in this Python environment
     (``subprocess``), or in the step image through a Docker-compatible API (``docker``:
@@ -40,12 +52,21 @@ def run(
 
     The cluster's retries are for lost pods; kfp.local applies a task's retry policy, backoff
     included (kfp/local/orchestrator/task_executor.py), so locally a step that fails for good
-    would sleep and rerun for minutes. Here the GPU steps get ``retries``, at once."""
+    would sleep and rerun for minutes. Here the GPU steps get ``retries``, at once.
+
+    A failing step prints its reason and keeps its traceback in a file under
+    ``<pipeline_root>/failures/`` (``verbose``: it prints the traceback too)."""
     from kfp import local
 
     os.environ.update(STEP_ENVIRONMENT)
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    failure_dir = Path(
+        tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=_mkdir(root / "failures"))
+    )
+    os.environ[failures.FAILURE_DIR_VARIABLE] = str(failure_dir)
+    if verbose:
+        os.environ[failures.VERBOSE_VARIABLE] = "1"
     cluster = ClusterSettings.load()
     cluster = cluster.replace(
         retries={step: Retry(retries, "0s", 1.0, "0s") for step in cluster.retries}
@@ -72,8 +93,22 @@ def run(
         try:
             task = pipeline(**arguments)
         except RuntimeError as error:
-            raise PipelineFailed(str(error)) from error
+            raise _failure(str(error), failure_dir) from error
     return summarize(Path(task.output.path).parent.parent)
+
+
+def _failure(message: str, failure_dir: Path) -> PipelineFailed:
+    """The first step that recorded its failure (the others failed for want of its outputs)."""
+    recorded = failures.recorded(failure_dir)
+    if not recorded:
+        return PipelineFailed(message)
+    first = recorded[0]
+    return PipelineFailed(message, first["step"], first["reason"], first["traceback"])
+
+
+def _mkdir(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _check_docker_run(arguments: dict[str, Any], root: Path, images: tuple[str, ...]) -> None:

@@ -1,4 +1,4 @@
-"""The DAG: fingerprint -> ingest -> validate -> preprocess -> [tune] -> train (GPU) ->
+"""The DAG: preflight -> fingerprint -> ingest -> validate -> preprocess -> [tune] -> train (GPU) ->
 evaluate -> [blessed] push.
 
 Its parameters and their descriptions come from ``imgclf.components.parameters``
@@ -9,6 +9,7 @@ from kfp import dsl
 
 from imgclf.components import kfp_steps
 from imgclf.components.parameters import (
+    GROUPS,
     BlessingRules,
     IngestSettings,
     PreprocessSettings,
@@ -46,11 +47,18 @@ def create_pipeline(
         def settings(*groups):
             return step_settings(values, *groups)
 
+        # Every run checks that its settings, data, serving root and weights can work before
+        # anything reads an image; it has no retries and hands nothing on, so the cache keys
+        # of the steps after it do not change.
+        checked = kfp_steps.preflight(
+            settings=settings(*GROUPS), beam_pipeline_args=values["beam_pipeline_args"]
+        )
+        cluster.apply(checked, "preflight").set_caching_options(False)
         # New data must be seen on every scheduled run: the fingerprint is taken every time,
         # and ingest and everything after it are cached on it (unchanged data trains nothing).
         fingerprinted = kfp_steps.fingerprint(
             settings=settings(IngestSettings), scheduled_at=scheduled_at
-        )
+        ).after(checked)
         cluster.apply(fingerprinted, "fingerprint").set_caching_options(False)
         ingested = kfp_steps.ingest(
             settings=settings(IngestSettings),

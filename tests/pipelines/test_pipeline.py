@@ -9,6 +9,7 @@ from imgclf.pipelines import cli
 from imgclf.pipelines.cluster import DEFAULTS_FILE, ClusterSettings
 
 STEPS = {
+    "preflight",
     "fingerprint",
     "ingest",
     "validate",
@@ -80,6 +81,8 @@ def test_the_dag_has_its_steps_in_order(spec):
     }
     assert steps == STEPS
     upstream = {name: set(task.get("dependentTasks", [])) for name, task in root.items()}
+    assert upstream["preflight"] == set()
+    assert upstream["fingerprint"] == {"preflight"}
     assert upstream["ingest"] == {"fingerprint"}
     assert upstream["validate"] == {"ingest"}
     assert upstream["preprocess"] == {"validate"}
@@ -235,6 +238,24 @@ def test_gpu_steps_retry_with_backoff_and_the_others_fail_fast(spec):
     assert not [step for step in STEPS - {"train", "tune"} if "retryPolicy" in tasks[step]]
 
 
+def test_every_retried_step_runs_after_the_preflight(spec):
+    """Argo retries a failed main container whatever its exit code (retryPolicy OnFailure, its
+    default: argo-workflows docs/retries.md), and KFP's compiler gives the retried steps no
+    retryPolicy or expression to tell a permanent failure by (backend/src/v2/compiler/
+    argocompiler/container.go, getTaskRetryStrategyFromInput: limit and backoff only). So the
+    failures a retry cannot mend must be found before them: by the preflight, which has no
+    retries and which every other step waits for."""
+    root = spec["root"]["dag"]["tasks"]
+    upstream = {name: set(task.get("dependentTasks", [])) for name, task in root.items()}
+
+    def runs_after_preflight(step: str) -> bool:
+        return "preflight" in upstream[step] or any(map(runs_after_preflight, upstream[step]))
+
+    assert "retryPolicy" not in root["preflight"]
+    assert all(runs_after_preflight(step) for step in set(root) - {"preflight"})
+    assert root["preflight"]["cachingOptions"].get("enableCache") is not True
+
+
 def test_caching_is_on_for_deterministic_steps_only(spec):
     tasks = _all_tasks(spec)
     cached = {step for step in STEPS if tasks[step]["cachingOptions"].get("enableCache")}
@@ -378,6 +399,7 @@ def test_a_serving_claim_is_mounted_where_serving_root_is_read_and_written(tmp_p
         for name, executor in executors.items()
     }
     assert {name for name, mounts in mounted.items() if mounts} == {
+        "exec-preflight",
         "exec-validate",
         "exec-evaluate",
         "exec-push",
@@ -403,7 +425,15 @@ def test_a_data_claim_is_mounted_in_every_step_that_reads_the_images(tmp_path):
     }
     assert mounted == {
         f"exec-{step}"
-        for step in ("fingerprint", "ingest", "validate", "preprocess", "evaluate", "push")
+        for step in (
+            "preflight",
+            "fingerprint",
+            "ingest",
+            "validate",
+            "preprocess",
+            "evaluate",
+            "push",
+        )
     }
 
 
