@@ -9,11 +9,17 @@ import os
 import sys
 from pathlib import Path
 
+from imgclf.components.data.sample import SAMPLE_DIGITS, SAMPLE_SETTINGS
 from imgclf.components.parameters import GROUPS, Parameter, parameters
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.handler is _run and args.data_uri == SAMPLE_DIGITS:
+        # The sample's own settings, where no flag says otherwise.
+        args.run_parser.set_defaults(**SAMPLE_SETTINGS)
+        args = parser.parse_args(argv)
     return args.handler(args)
 
 
@@ -38,7 +44,10 @@ def _add_run(commands) -> None:
     run = commands.add_parser(
         "run",
         help="run the whole pipeline locally through kfp.local",
-        description="Every pipeline parameter is a flag: its name with dashes.",
+        description="Every pipeline parameter is a flag: its name with dashes. With the bundled "
+        f"{SAMPLE_DIGITS} (the default data), flags not given take the sample's settings: "
+        + ", ".join(f"{name}={value}" for name, value in SAMPLE_SETTINGS.items())
+        + ".",
     )
     groups = {
         group: run.add_argument_group(
@@ -63,8 +72,13 @@ def _add_run(commands) -> None:
         help="retries of a failed tune or train step, at once (default 0: the cluster's "
         "retries are for lost pods, and a step that fails here fails for good)",
     )
+    run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print a failing step's traceback (without: its reason, and the file that keeps it)",
+    )
     run.add_argument("--summary-json", help="also write the run summary to this file")
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_run, run_parser=run)
 
 
 def add_flag(parser, parameter: Parameter) -> None:
@@ -326,20 +340,21 @@ def _run(args: argparse.Namespace) -> int:
     if args.retries < 0:
         print(f"imgclf run: --retries must be 0 or more, not {args.retries}.", file=sys.stderr)
         return 2
+    from imgclf.components import preflight
+
+    print(_plan_in_words(arguments, args.pipeline_root), flush=True)
     try:
-        check_settings(arguments)
-    except ValueError as error:
+        preflight.check(arguments)
+    except preflight.PreflightFailed as error:
         print(f"imgclf run: {error}", file=sys.stderr)
         return 2
     try:
-        summary = local.run(arguments, args.pipeline_root, args.runner, args.retries)
+        summary = local.run(arguments, args.pipeline_root, args.runner, args.retries, args.verbose)
     except ValueError as error:
         print(f"imgclf run: {error}", file=sys.stderr)
         return 2
     except local.PipelineFailed as error:
-        print(
-            f"\nimgclf run failed: {error}. The failing step's own error is above.", file=sys.stderr
-        )
+        print(f"\nimgclf run failed: {_failure_in_words(error)}", file=sys.stderr)
         return 1
     print(describe(summary))
     if args.summary_json:
@@ -347,6 +362,28 @@ def _run(args: argparse.Namespace) -> int:
         Path(args.summary_json).write_text(summary.to_json())
         print(f"Summary written to {args.summary_json}")
     return 0
+
+
+def _plan_in_words(arguments: dict, pipeline_root: str) -> str:
+    """What the run is about to do, in its first lines."""
+    sample = (
+        " (the sample's settings, where no flag says otherwise)"
+        if arguments["data_uri"] == SAMPLE_DIGITS
+        else ""
+    )
+    return (
+        f"imgclf run: {arguments['data_uri']} -> {arguments['serving_root']}/"
+        f"{arguments['model_name']} if blessed\n"
+        f"  {arguments['backbone']} (alpha {arguments['alpha']:g}, weights "
+        f"{arguments['weights']}) at {arguments['image_size']} px, {arguments['epochs']} + "
+        f"{arguments['fine_tune_epochs']} epochs{sample}; artifacts under {pipeline_root}/"
+    )
+
+
+def _failure_in_words(error) -> str:
+    if not error.step:
+        return f"{error} The failing step's own error is above."
+    return f"step {error.step}: {error.reason}\nIts traceback: {error.traceback}"
 
 
 def run_arguments(args: argparse.Namespace) -> dict:
@@ -359,21 +396,6 @@ def run_arguments(args: argparse.Namespace) -> dict:
         )
         for parameter in parameters()
     }
-
-
-def check_settings(arguments: dict) -> None:
-    """Builds every step's settings from ``arguments``, so that a value out of its range or
-    choices, or a combination that cannot work, stops the run before any step starts."""
-    from imgclf.components.training.config import TrainConfig
-
-    for group in (*GROUPS, TrainConfig):
-        group(
-            **{
-                name.name: arguments[name.name]
-                for name in dataclasses.fields(group)
-                if name.name in arguments
-            }
-        )
 
 
 def _absolute(location: str) -> str:

@@ -9,6 +9,19 @@ from PIL import Image
 
 SAMPLE_DIGITS = "sample:digits"
 SAMPLE_DIGITS_SIDE = 32
+# What `imgclf run` trains the sample with where no flag says otherwise: no ImageNet weights
+# can be had offline, so MobileNet (half width) learns from scratch at the sample's own size,
+# in one stage. The measurements behind them are in docs/defaults.md ("The bundled sample").
+SAMPLE_SETTINGS = {
+    "backbone": "mobilenet",
+    "alpha": 0.5,
+    "weights": "none",
+    "image_size": SAMPLE_DIGITS_SIDE,
+    "epochs": 20,
+    "fine_tune_epochs": 0,
+    "learning_rate": 0.005,
+    "augmentations": "rotation,zoom",
+}
 
 
 def render_sample_digits(folder: Path) -> None:
