@@ -6,12 +6,6 @@ INSTALLED := $(VENV)/.installed
 # The pinned runtime dependencies the tests and the step images install.
 CONSTRAINTS := containers/constraints.txt
 
-# The bundled offline sample: 1,797 scikit-learn digits at 32x32. No ImageNet weights can be
-# downloaded offline, so the sample trains MobileNet from scratch.
-SAMPLE_ARGS := --data sample:digits --backbone mobilenet --alpha 0.5 --weights none \
-	--image-size 32 --epochs 8 --fine-tune-epochs 0 --learning-rate 0.002 \
-	--augmentations rotation,zoom
-
 # The cluster path: images, the compiled pipeline, a run, a nightly schedule.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 REGISTRY ?= ghcr.io/imgclf
@@ -48,8 +42,10 @@ $(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev]"
 	touch $@
 
+# The bundled offline sample (1,797 scikit-learn digits at 32x32), with the settings it carries
+# (components/data/sample.py): MobileNet from scratch, as no ImageNet weights can be had offline.
 run: $(INSTALLED)
-	$(BIN)/imgclf run $(SAMPLE_ARGS) --summary-json runs/summary.json
+	$(BIN)/imgclf run --summary-json runs/summary.json
 
 test: $(INSTALLED)
 	$(BIN)/ruff check .
@@ -117,7 +113,7 @@ image-gpu-standin: image
 # Docker-compatible API; kfp.local mounts only the pipeline root, so serving lives under it.
 run-containers: $(INSTALLED)
 	containers/podman-setup.sh start $(PODMAN_SOCKET)
-	DOCKER_HOST=unix://$(PODMAN_SOCKET) $(BIN)/imgclf run --runner docker $(SAMPLE_ARGS) \
+	DOCKER_HOST=unix://$(PODMAN_SOCKET) $(BIN)/imgclf run --runner docker \
 		--pipeline-root runs-containers --serving-dir runs-containers/serving \
 		--summary-json runs-containers/summary.json; \
 		status=$$?; containers/podman-setup.sh stop $(PODMAN_SOCKET); exit $$status

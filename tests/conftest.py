@@ -6,6 +6,9 @@ import io
 import itertools
 import json
 import os
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +33,19 @@ needs_weights = pytest.mark.skipif(
     not MOBILENET_WEIGHTS.is_file(),
     reason=f"{MOBILENET_WEIGHTS} is absent (a fresh clone has no ../shared)",
 )
+
+
+def offline_imgclf() -> list[str]:
+    """The command line of ``imgclf`` in a network namespace of its own (``unshare --net``,
+    util-linux): no interface but a loopback that is down, so nothing can be downloaded.
+    Skips where no namespace can be made."""
+    unshare = shutil.which("unshare")
+    if not unshare:
+        pytest.skip("cannot make a network namespace here: no unshare (util-linux)")
+    prefix = [unshare, "--net"] if os.geteuid() == 0 else [unshare, "--net", "--map-root-user"]
+    if subprocess.run([*prefix, "true"], capture_output=True).returncode:
+        pytest.skip("cannot make a network namespace here: unshare --net is not permitted")
+    return [*prefix, sys.executable, "-m", "imgclf.pipelines.cli"]
 
 
 def pytest_collection_modifyitems(items):

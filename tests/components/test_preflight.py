@@ -2,14 +2,13 @@
 problem one sentence naming its parameter, all of them at once, without a traceback."""
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import write_colour_tree, write_multi_label_set
+from conftest import offline_imgclf, write_colour_tree, write_multi_label_set
 from imgclf.components import kfp_steps, preflight
 from imgclf.components.model.backbones import BACKBONES
 from imgclf.pipelines import cli
@@ -182,14 +181,9 @@ def test_imagenet_weights_offline_stop_a_fresh_imgclf_run_in_seconds(tmp_path):
     """``imgclf run`` at its defaults but weights=imagenet, in a network namespace with no way
     out (``unshare --net``) and an empty Keras cache: Keras cannot download the weights
     (keras.utils.get_file), so the run stops before any step, saying what to pass."""
-    unshare = shutil.which("unshare")
-    prefix = [unshare, "--net"] if os.geteuid() == 0 else [unshare, "--net", "--map-root-user"]
-    if not unshare or subprocess.run([*prefix, "true"], capture_output=True).returncode:
-        pytest.skip("cannot make a network namespace here (util-linux unshare)")
-    imgclf = [sys.executable, "-m", "imgclf.pipelines.cli"]
     started = time.monotonic()
     completed = subprocess.run(
-        [*prefix, *imgclf, "run", "--weights", "imagenet", "--serving-dir", str(tmp_path / "s")],
+        [*offline_imgclf(), "run", "--weights", "imagenet", "--serving-dir", str(tmp_path / "s")],
         capture_output=True,
         text=True,
         timeout=120,

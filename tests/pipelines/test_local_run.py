@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from conftest import (
     colour_image,
     needs_clothing,
     needs_weights,
+    offline_imgclf,
     write_colour_tree,
     write_multi_label_set,
 )
@@ -50,37 +52,64 @@ def _run(tmp_path, *args):
     return code, (json.loads(summary.read_text()) if summary.exists() else None)
 
 
-def test_a_train_step_that_fails_for_good_fails_once(tmp_path, capfd):
+def test_a_train_step_that_fails_for_good_fails_once(tmp_path, capfd, monkeypatch):
     """kfp.local applies a task's retry policy with its backoff (kfp 2.17.0,
     kfp/local/orchestrator/task_executor.py: max_retry_count attempts, sleeping
     backoff_duration x backoff_factor^attempt); the cluster's 3 retries from 60 s would rerun
-    this train four times over seven minutes."""
-    args = [a if a != "none" else str(tmp_path / "missing.h5") for a in SAMPLE_ARGS]
+    this train four times over seven minutes. A TF_CONFIG that is not JSON fails train for good
+    (MultiWorkerMirroredStrategy cannot read it), and only train: the preflight cannot see it."""
+    monkeypatch.setenv("TF_CONFIG", "{not json")
     for retries, attempts in ((None, 1), ("1", 2)):
         flags = ("--retries", retries) if retries else ()
-        code, _ = _run(tmp_path, "--serving-dir", str(tmp_path / "serving"), *args, *flags)
+        code, _ = _run(tmp_path, "--serving-dir", str(tmp_path / "serving"), *SAMPLE_ARGS, *flags)
         assert code != 0
         captured = capfd.readouterr()
         log = re.sub(r"\x1b\[[0-9;]*m", "", captured.out + captured.err)
         assert log.count("Executing task 'train'") == attempts, retries
+        assert "imgclf run failed: step train: " in captured.err
+        assert "Traceback" not in log
 
 
-def test_sample_run_pushes_a_model_that_predicts(tmp_path, capsys):
+def test_a_run_without_arguments_pushes_a_good_model_of_the_sample_offline(tmp_path, capsys):
+    """No flags but where things go, in a network namespace with no way out: the sample
+    brings its own settings (no ImageNet weights to download). 0.977 to 0.989 test accuracy
+    on seeds 42, 7 and 1 here (docs/defaults.md); a logistic regression on the raw pixels
+    0.964."""
     serving_dir = tmp_path / "serving"
-    code, summary = _run(tmp_path, "--serving-dir", str(serving_dir), *SAMPLE_ARGS)
+    summary_file = tmp_path / "summary.json"
+    completed = subprocess.run(
+        [
+            *offline_imgclf(),
+            "run",
+            "--serving-dir",
+            str(serving_dir),
+            "--pipeline-root",
+            str(tmp_path / "runs"),
+            "--summary-json",
+            str(summary_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
 
-    assert code == 0
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "imgclf run summary" in completed.stdout
+    first_lines = completed.stdout.splitlines()[:2]
+    assert first_lines[0].startswith("imgclf run: sample:digits -> "), first_lines
+    assert "mobilenet (alpha 0.5, weights none) at 32 px, 20 + 0 epochs" in first_lines[1]
+    summary = json.loads(summary_file.read_text())
     assert summary["images"] == {"train": 1442, "validation": 181, "test": 174}
     assert summary["quarantined"] == 0
     assert summary["baseline"] is None
-    assert summary["candidate"]["accuracy"] >= 0.5, summary
+    assert summary["candidate"]["accuracy"] >= 0.95, summary
     assert summary["blessed"] is True
     assert summary["pushed"] == {
         "version": 1,
         "path": str(serving_dir / "imgclf" / "1"),
         "removed_versions": [],
     }
-    assert "imgclf run summary" in capsys.readouterr().out
     assert "Data validation" in Path(summary["validation_report"]).read_text()
     assert "Evaluation: blessed" in Path(summary["evaluation_report"]).read_text()
 
