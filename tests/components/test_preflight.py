@@ -134,6 +134,22 @@ def test_an_object_store_that_cannot_be_written_is_a_problem(s3_bucket, monkeypa
     assert len(found) == 1 and found[0].startswith("serving_root: "), found
 
 
+def test_a_store_that_cannot_be_reached_is_reported_without_its_credentials(
+    s3_bucket, inputs, monkeypatch, capsys
+):
+    """What a run prints goes to a pod's log and a CI log: the store's failure is named
+    (botocore's first line), its keys never are."""
+    secret = "do-not-print-this-secret-key"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    code = _run(inputs, ["--serving-dir", f"{s3_bucket.root}/models"])
+    output = capsys.readouterr()
+
+    assert code == 2
+    assert f"- serving_root: {s3_bucket.root}/models cannot be written (" in output.err
+    assert secret not in output.out + output.err
+
+
 def test_a_writable_bucket_passes_and_keeps_nothing_of_the_probe(bucket):
     assert preflight._serving_root_problems(f"{bucket.root}/models") == []
     assert bucket.names("") == set()
