@@ -10,8 +10,9 @@ nothing to protect: the whole network trains from the start with BatchNormalizat
 normally.
 
 The distribution strategy follows the hardware (``hardware``): MirroredStrategy across the local
-GPUs, MultiWorkerMirroredStrategy when ``TF_CONFIG`` names a cluster, the default strategy
-otherwise; ``batch_size`` is per replica. On a GPU the model computes in float16
+GPUs, MultiWorkerMirroredStrategy when ``TF_CONFIG`` names a cluster of one process (Keras 3
+cannot train across more: the strategy refuses them), the default strategy otherwise;
+``batch_size`` is per replica. On a GPU the model computes in float16
 (``mixed_float16``) with a float32 output layer, so scores and the loss keep full precision.
 
 Multi-label data (a list of labels per image) trains a sigmoid per class with binary

@@ -57,7 +57,7 @@ def test_a_train_step_that_fails_for_good_fails_once(tmp_path, capfd, monkeypatc
     kfp/local/orchestrator/task_executor.py: max_retry_count attempts, sleeping
     backoff_duration x backoff_factor^attempt); the cluster's 3 retries from 60 s would rerun
     this train four times over seven minutes. A TF_CONFIG that is not JSON fails train for good
-    (MultiWorkerMirroredStrategy cannot read it), and only train: the preflight cannot see it."""
+    (train cannot read its cluster), and only train: the preflight cannot see it."""
     monkeypatch.setenv("TF_CONFIG", "{not json")
     for retries, attempts in ((None, 1), ("1", 2)):
         flags = ("--retries", retries) if retries else ()
