@@ -44,6 +44,7 @@ BACKBONES = (
     "squeezenet1_1",
 )
 RESIZE_POLICIES = ("pad", "crop", "stretch")
+JPEG_DECODINGS = ("scaled", "full")
 AUGMENTATIONS = (
     "flip",
     "rotation",
@@ -401,6 +402,13 @@ class PreprocessSettings(Settings):
         "of it, no distortion, fewer pixels for the subject) or crop to the centre square (the "
         "edges of long images are lost)",
         choices=RESIZE_POLICIES,
+    )
+    jpeg_decoding: str = setting(
+        "scaled",
+        "scaled: a JPEG larger than image_size needs is decoded at 1/2, 1/4 or 1/8 scale in "
+        "libjpeg's DCT domain, the smallest that still covers the square (a 12-megapixel photo "
+        "at 224 px decodes at 1/8), then resized; full: every JPEG decoded at full size first",
+        choices=JPEG_DECODINGS,
     )
     rebalance_to: int = setting(
         0,

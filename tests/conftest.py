@@ -87,6 +87,47 @@ def write_colour_tree(root: Path, per_class: int = 16, splits: tuple[str, ...] =
     return root
 
 
+# Camera and phone photos (12 megapixels, either way up) down to photos smaller than the
+# square: at IMAGE_SIZE they decode at 1/8, 1/8, 1/8, 1/4, 1/2 and full scale.
+PHOTO_SIZES = ((4032, 3024), (3024, 4032), (1200, 900), (300, 200), (100, 80), (48, 40))
+ORIENTATION_TAG = 0x0112
+
+
+def photo(
+    colour: tuple[int, int, int],
+    seed: int,
+    size: tuple[int, int] = (4032, 3024),
+    orientation: int = 1,
+    mode: str = "RGB",
+    **jpeg_options,
+) -> bytes:
+    """A JPEG photo of ``size`` (width, height): smooth content at full resolution, as a
+    camera's is (noise drawn at a low resolution and scaled up), in one colour's tint."""
+    rng = np.random.default_rng(seed)
+    coarse = np.clip(np.array(colour) + rng.normal(0, 40, (12, 16, 3)), 0, 255)
+    image = Image.fromarray(coarse.astype(np.uint8)).resize(size, Image.Resampling.BICUBIC)
+    tags = Image.Exif()
+    if orientation != 1:
+        tags[ORIENTATION_TAG] = orientation
+    buffer = io.BytesIO()
+    image.convert(mode).save(buffer, "JPEG", quality=90, exif=tags.tobytes(), **jpeg_options)
+    return buffer.getvalue()
+
+
+def write_photo_tree(root: Path) -> Path:
+    """``root/<class>/*.jpg``: one JPEG of every size in ``PHOTO_SIZES`` per class, the
+    portrait one stored sideways with an EXIF orientation, as phones store it."""
+    for class_index, (label, colour) in enumerate(CLASS_COLOURS.items()):
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, size in enumerate(PHOTO_SIZES):
+            sideways = size[1] > size[0]
+            stored = (size[1], size[0]) if sideways else size
+            data = photo(colour, class_index * 100 + i, stored, orientation=6 if sideways else 1)
+            (folder / f"{label}-{i}.jpg").write_bytes(data)
+    return root
+
+
 # Each label of the multi-label set is a square of its colour in its own corner.
 LABEL_CORNERS = {"red": (0, 0), "green": (0, 1), "blue": (1, 0)}
 LABEL_SUBSETS = [
@@ -193,6 +234,13 @@ def keras_model_of(model_dir: str | Path) -> str:
 def prepared(tmp_path_factory, colour_tree) -> dict[str, str]:
     """ingest -> validate -> preprocess on the colour tree."""
     return _prepare(tmp_path_factory.mktemp("prepared"), str(colour_tree))
+
+
+@pytest.fixture(scope="session")
+def prepared_photos(tmp_path_factory) -> dict[str, str]:
+    """ingest -> validate -> preprocess on JPEG photos of every size in ``PHOTO_SIZES``."""
+    work = tmp_path_factory.mktemp("prepared-photos")
+    return _prepare(work, str(write_photo_tree(work / "photos")))
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ from imgclf.components.evaluation.report import write_outputs
 from imgclf.components.parameters import BlessingRules, ServingTarget
 from imgclf.components.serving import layout, models_config, signature
 from imgclf.components.training import record
+from imgclf.components.transform import features
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,14 @@ def evaluate(
         training = record.read(candidate_dir)
         explained = None
         if keras_model_path:
-            # Grad-CAM looks at the pixels the model saw: resized as preprocess resized them.
-            resize_policy = training["preprocessing"]["resize_policy"]
+            # Grad-CAM looks at the pixels the model saw: decoded and resized as preprocess
+            # did.
             explained = gradcam_grid(
-                keras_model_path, images, true_texts, predicted_texts, resize_policy
+                keras_model_path,
+                images,
+                true_texts,
+                predicted_texts,
+                features.Preprocessing(**training["preprocessing"]),
             )
         write_outputs(
             evaluation,

@@ -39,12 +39,11 @@ def gradcam_grid(
     images: list[bytes],
     true_labels: list[str],
     predicted: list[str],
-    resize_policy: str = "stretch",
+    preprocessing: features.Preprocessing,
 ) -> list[dict]:
     """Grad-CAM overlays (PNG data URIs) of the top predicted class for the first
     misclassified test images and as many correctly classified ones."""
     model = gradcam.load_classifier(keras_model_path)
-    size = model.input_shape[1]
     wrong = [i for i, (t, p) in enumerate(zip(true_labels, predicted, strict=True)) if t != p]
     right = [i for i in range(len(images)) if i not in set(wrong)]
     chosen = wrong[: _GRADCAM_IMAGES // 2]
@@ -52,7 +51,15 @@ def gradcam_grid(
     if not chosen:
         return []
     pixels = np.stack(
-        [features.decode_and_resize(images[i], size, resize_policy).numpy() for i in chosen]
+        [
+            features.decode_and_resize(
+                images[i],
+                preprocessing.image_size,
+                preprocessing.resize_policy,
+                preprocessing.jpeg_decoding,
+            ).numpy()
+            for i in chosen
+        ]
     )
     heat, _ = gradcam.heatmaps(model, pixels)
     return [

@@ -36,6 +36,9 @@ MULTI_LABEL_RAW_FEATURE_SPEC = {
     IMAGE_BYTES_KEY: tf.io.FixedLenFeature([], tf.string),
     LABELS_KEY: tf.io.VarLenFeature(tf.string),
 }
+# The reduced scales libjpeg decodes at in the DCT domain that tf.io.decode_jpeg's ratio
+# offers, largest first; 1 is the full-size decode.
+JPEG_SCALES = (8, 4, 2, 1)
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Preprocessing:
 
     image_size: int
     resize_policy: str
+    jpeg_decoding: str
 
     def write(self, transform_dir: str) -> None:
         storage.write_bytes(
@@ -55,11 +59,15 @@ class Preprocessing:
     @classmethod
     def read(cls, transform_dir: str) -> Preprocessing:
         record = storage.join(transform_dir, artifacts.PREPROCESSING_RECORD)
-        return cls(**json.loads(storage.read_bytes(record)))
+        # Transform graphs written before scaled decoding existed decoded every JPEG in full.
+        return cls(**{"jpeg_decoding": "full", **json.loads(storage.read_bytes(record))})
 
 
 def decode_and_resize(
-    image_bytes: tf.Tensor, image_size: int, resize_policy: str = "stretch"
+    image_bytes: tf.Tensor,
+    image_size: int,
+    resize_policy: str = "stretch",
+    jpeg_decoding: str = "scaled",
 ) -> tf.Tensor:
     """Encoded JPEG/PNG/GIF/BMP/WebP -> uint8 RGB ``[image_size, image_size, 3]``.
 
@@ -67,10 +75,11 @@ def decode_and_resize(
     upright by its EXIF orientation. The square is made by padding with black (``pad``: all of
     the image, at a lower resolution), cropping to the centre square (``crop``: the edges of
     long images are lost) or stretching (``stretch``: everything at full resolution, the
-    aspect ratio distorted, as Keras' ``Resizing`` does by default).
+    aspect ratio distorted, as Keras' ``Resizing`` does by default). With ``scaled``
+    ``jpeg_decoding``, a JPEG larger than the square needs is decoded at a reduced scale first
+    (:func:`decode`).
     """
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    image = exif.apply_orientation(image, exif.orientation(image_bytes))
+    image = decode(image_bytes, image_size, resize_policy, jpeg_decoding)
     if resize_policy == "crop":
         side = tf.reduce_min(tf.shape(image)[:2])
         image = tf.image.resize_with_crop_or_pad(image, side, side)
@@ -81,13 +90,61 @@ def decode_and_resize(
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
+def decode(
+    image_bytes: tf.Tensor, image_size: int, resize_policy: str, jpeg_decoding: str
+) -> tf.Tensor:
+    """Encoded image -> upright uint8 RGB ``[height, width, 3]``.
+
+    With ``scaled``, a JPEG is decoded in libjpeg's DCT domain at the largest of
+    ``JPEG_SCALES`` at which it still covers the square: stretch and crop keep its shorter side
+    at or above ``image_size``, pad its longer side (the one the resize maps to
+    ``image_size``). Other formats, and every JPEG with ``full``, are decoded in full.
+    """
+
+    def in_full() -> tf.Tensor:
+        return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+
+    if jpeg_decoding == "full":
+        image = in_full()
+    else:
+        # ratio is an attribute of the op, not an input: one decode_jpeg per scale, the
+        # full-size path last (index 3), exactly today's decode.
+        scaled = [
+            lambda ratio=ratio: tf.io.decode_jpeg(image_bytes, channels=3, ratio=ratio)
+            for ratio in JPEG_SCALES[:-1]
+        ]
+        index = tf.cond(
+            tf.io.is_jpeg(image_bytes),
+            lambda: _scale_index(image_bytes, image_size, resize_policy),
+            lambda: tf.constant(len(JPEG_SCALES) - 1),
+        )
+        image = tf.switch_case(index, branch_fns=[*scaled, in_full])
+    return exif.apply_orientation(image, exif.orientation(image_bytes))
+
+
+def _scale_index(image_bytes: tf.Tensor, image_size: int, resize_policy: str) -> tf.Tensor:
+    """Index into ``JPEG_SCALES``, read from the JPEG's header alone."""
+    shape = tf.image.extract_jpeg_shape(image_bytes)[:2]
+    side = tf.reduce_max(shape) if resize_policy == "pad" else tf.reduce_min(shape)
+    # libjpeg's scaled output is ceil(side / scale) pixels (jpeg_core_output_dimensions).
+    scales = tf.constant(JPEG_SCALES[:-1])
+    covers = (side + scales - 1) // scales >= image_size
+    # The first scale that covers; the full size when none does.
+    return tf.cast(tf.argmax(tf.concat([covers, [True]], axis=0)), tf.int32)
+
+
 def make_preprocessing_fn(preprocessing: Preprocessing, multi_label: bool = False):
     def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         # Images are stored as serialized uint8 tensors: already resized, read back with a
         # memory copy instead of a second decode.
         images = tf.map_fn(
             lambda data: tf.io.serialize_tensor(
-                decode_and_resize(data, preprocessing.image_size, preprocessing.resize_policy)
+                decode_and_resize(
+                    data,
+                    preprocessing.image_size,
+                    preprocessing.resize_policy,
+                    preprocessing.jpeg_decoding,
+                )
             ),
             inputs[IMAGE_BYTES_KEY],
             fn_output_signature=tf.string,

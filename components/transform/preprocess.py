@@ -61,7 +61,9 @@ def preprocess(
     remote = runs_remotely(settings.beam_pipeline_args)
     if remote:
         _check_reachable_by_workers(examples_dir, transform_dir)
-    preprocessing = Preprocessing(settings.image_size, settings.resize_policy)
+    preprocessing = Preprocessing(
+        settings.image_size, settings.resize_policy, settings.jpeg_decoding
+    )
     frame = manifest.read(manifest_dir)
     counts = manifest.counts_by_split(frame)
     if counts["train"] == 0:
@@ -79,12 +81,13 @@ def preprocess(
     )
     raw_data_config = raw_tfxio.TensorAdapterConfig()
     log.info(
-        "Preprocessing %s %s images per split at %dx%d (%s)",
+        "Preprocessing %s %s images per split at %dx%d (%s, %s JPEG decoding)",
         counts,
         "multi-label" if multi_label else "multi-class",
         preprocessing.image_size,
         preprocessing.image_size,
         preprocessing.resize_policy,
+        preprocessing.jpeg_decoding,
     )
     with (
         tempfile.TemporaryDirectory() as temp_dir,

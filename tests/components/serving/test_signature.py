@@ -69,9 +69,12 @@ def test_predict_cli_names_the_class(trained_model, tmp_path, capsys):
     assert list(line["top"])[0] == line["label"]
 
 
-def test_no_skew_between_the_tfrecords_and_the_serving_signature(prepared, tmp_path):
+@pytest.mark.parametrize("images", ["prepared", "prepared_photos"])
+def test_no_skew_between_the_tfrecords_and_the_serving_signature(images, request, tmp_path):
     """Scores of the TFRecords' images through the Keras model equal the scores of the raw
-    files through the exported signature: training and serving see the same pixels."""
+    files through the exported signature: training and serving see the same pixels. On
+    small PNGs, and on JPEG photos from 12 megapixels (decoded at reduced scale, one stored
+    sideways) down to smaller than the square."""
     import tensorflow_transform as tft
 
     from imgclf.components import manifest, storage
@@ -80,24 +83,28 @@ def test_no_skew_between_the_tfrecords_and_the_serving_signature(prepared, tmp_p
     from imgclf.components.training.network import build_model
     from imgclf.components.transform import features
 
+    prepared = request.getfixturevalue(images)
     config = TrainConfig(weights="none", alpha=0.25, image_size=IMAGE_SIZE, batch_size=64)
     model, _ = build_model(config, num_classes=3)
     transform = tft.TFTransformOutput(prepared["transform"])
     class_names = [c.decode() for c in transform.vocabulary_by_name("label")]
     signature.export(model, prepared["transform"], class_names, IMAGE_SIZE, str(tmp_path / "m"))
+    served = signature.ServedModel(str(tmp_path / "m"))
 
-    test_rows = manifest.split_rows(manifest.read(prepared["validated"]), "test")
-    raw = {uri: storage.read_bytes(uri) for uri in test_rows["uri"]}
+    frame = manifest.read(prepared["validated"])
+    raw = {uri: storage.read_bytes(uri) for uri in frame["uri"]}
     uri_of_pixels = {
         features.decode_and_resize(data, IMAGE_SIZE).numpy().tobytes(): uri
         for uri, data in raw.items()
     }
-    images, _ = next(iter(make_dataset(prepared["examples"], "test", transform, config, False)))
-    from_records = model.predict(images, verbose=0)
-    uris = [uri_of_pixels[image.numpy().astype(np.uint8).tobytes()] for image in images]
-    from_serving = signature.ServedModel(str(tmp_path / "m")).predict([raw[u] for u in uris])
-    assert len(uris) == len(test_rows)
-    np.testing.assert_allclose(from_serving["scores"], from_records, atol=1e-5)
+    for split, count in manifest.counts_by_split(frame).items():
+        batches = make_dataset(prepared["examples"], split, transform, config, False)
+        images, _ = next(iter(batches))
+        from_records = model.predict(images, verbose=0)
+        uris = [uri_of_pixels[image.numpy().astype(np.uint8).tobytes()] for image in images]
+        from_serving = served.predict([raw[u] for u in uris])
+        assert len(uris) == count
+        np.testing.assert_allclose(from_serving["scores"], from_records, atol=1e-5)
 
 
 def test_grpc_predict_request_gives_the_same_answer_as_rest(served):
