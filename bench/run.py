@@ -28,6 +28,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 
@@ -56,11 +57,13 @@ IMAGE_SIZE = 224
 BATCH_SIZE = 32
 AUGMENTATIONS = "flip,rotation,zoom"
 # Enough photos for steady throughput (Beam's start-up is a few seconds of each run) and a
-# 10x memory comparison, small enough that make bench, whose end-to-end run trains for
-# minutes, stays within 20 minutes.
+# 10x memory comparison, small enough that this part of make bench takes minutes.
 PREPROCESS_PHOTOS = 1500
 MEMORY_PHOTOS = 150
-BENCHMARKS = ("preprocess", "input", "training", "serving", "end-to-end")
+# 12-megapixel photos, made here (about 0.25 s each); with 10 times as many rows, the
+# large-photo benchmarks take about 21 minutes on 2 cores.
+LARGE_PHOTOS = 200
+BENCHMARKS = ("preprocess", "input", "training", "serving", "large-photos", "end-to-end")
 
 
 @dataclass
@@ -155,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             comparisons.append(training_speed_benchmark(work, args.repeats, scale))
         if "serving" in chosen:
             comparisons.append(serving_benchmark(work, args.repeats, scale))
+        if "large-photos" in chosen:
+            comparisons += large_photo_benchmarks(full, work, args.repeats, scale)
         if "end-to-end" in chosen:
             seeds = [int(seed) for seed in args.seeds.split(",")]
             comparisons += end_to_end_and_quality_benchmarks(photos, work, scale, seeds)
@@ -350,18 +355,45 @@ def serving_benchmark(work: Path, repeats: int, scale: float) -> Comparison:
     """p50 latency at batch 1 of the serving signature on raw JPEG bytes, against the bare
     Keras model on an already-decoded, resized tensor."""
     calls = max(20, int(200 * scale))
-    out = work / "preprocess-0"
-    transform_dir = str(out / "transform")
-    class_names = features.class_names(tft.TFTransformOutput(transform_dir))
-    config = TrainConfig(weights="none", alpha=0.25, image_size=IMAGE_SIZE, augmentations="none")
-    model, _ = build_model(config, len(class_names))
-    export_dir = str(work / "served")
-    signature.export(model, transform_dir, class_names, IMAGE_SIZE, export_dir)
-    served = signature.ServedModel(export_dir)
     test = manifest.split_rows(manifest.read(work / "subset"), "test")
     raw = [Path(uri).read_bytes() for uri in test["uri"][:8]]
+    ours, keras_model = _serving_latencies(
+        work / "preprocess-0" / "transform", raw, work / "served", repeats, calls
+    )
+    return Comparison(
+        f"Serving latency, batch 1, p50 over {calls} calls",
+        Figure("serving signature on JPEG bytes (decode + resize inside)", "ms", ours),
+        Figure("bare Keras model on a decoded, resized tensor", "ms", keras_model),
+        higher_is_better=False,
+        target_ratio=1.3,
+        note="MobileNet v1 alpha 0.25 at 224 px",
+    )
+
+
+def _serving_latencies(
+    transform_dir: Path,
+    raw: list[bytes],
+    export_dir: Path,
+    repeats: int,
+    calls: int,
+    alpha: float = 0.25,
+) -> tuple[list[float], list[float]]:
+    """Milliseconds, p50 of each repeat: the serving signature of a MobileNet v1 of width
+    ``alpha``, exported with ``transform_dir``, on the encoded ``raw`` images, and the bare
+    model on them decoded and resized as that transform does."""
+    class_names = features.class_names(tft.TFTransformOutput(str(transform_dir)))
+    preprocessing = features.Preprocessing.read(str(transform_dir))
+    config = TrainConfig(weights="none", alpha=alpha, image_size=IMAGE_SIZE, augmentations="none")
+    model, _ = build_model(config, len(class_names))
+    signature.export(model, str(transform_dir), class_names, IMAGE_SIZE, str(export_dir))
+    served = signature.ServedModel(str(export_dir))
     tensors = [
-        tf.cast(features.decode_and_resize(data, IMAGE_SIZE), tf.float32)[tf.newaxis]
+        tf.cast(
+            features.decode_and_resize(
+                data, IMAGE_SIZE, preprocessing.resize_policy, preprocessing.jpeg_decoding
+            ),
+            tf.float32,
+        )[tf.newaxis]
         for data in raw
     ]
     bare = tf.function(lambda images: model(images, training=False))
@@ -379,14 +411,149 @@ def serving_benchmark(work: Path, repeats: int, scale: float) -> Comparison:
     for _ in range(repeats):
         ours.append(np.percentile(latencies(lambda b: served.predict([b]), raw), 50))
         keras_model.append(np.percentile(latencies(lambda t: bare(t).numpy(), tensors), 50))
-    return Comparison(
-        f"Serving latency, batch 1, p50 over {calls} calls",
-        Figure("serving signature on JPEG bytes (decode + resize inside)", "ms", ours),
-        Figure("bare Keras model on a decoded, resized tensor", "ms", keras_model),
-        higher_is_better=False,
-        target_ratio=1.3,
-        note="MobileNet v1 alpha 0.25 at 224 px",
+    return ours, keras_model
+
+
+def large_photo_benchmarks(full, work: Path, repeats: int, scale: float) -> list[Comparison]:
+    """On 12-megapixel JPEGs (the photos scaled up to 4032x3024 and re-encoded): preprocess
+    with scaled JPEG decoding against the full decode and against the one-process loop given
+    the same scaled decoding; its peak memory at 10x the photos; serving latency against the
+    bare model and against the full decode.
+
+    The 10x runs list every photo ten times: a few hundred photos can be made in minutes, and
+    Beam's start-up (about 10 s here) would be most of a run on them. Preprocess speeds are
+    steady-state, the extra images of the 10x run over its extra seconds, as at a million
+    photos; peak memory settles after the first few hundred photos (Beam's and TFXIO's
+    buffers filling up), so the 10x run measures it where it has settled.
+    """
+    photos = max(20, int(LARGE_PHOTOS * scale))
+    log.info("Making %d 12-megapixel photos", photos)
+    folder = baselines.camera_photos(full.sort_values("sha256").head(photos), work / "large")
+    large = ingest(IngestSettings(str(folder)), str(work / "large-manifest"))
+    subsets = {1: work / "large-manifest", 10: work / "large-listed-10-times"}
+    manifest.write(pd.concat([large] * 10), subsets[10])
+    extra_images = len(large) * 9
+
+    def preprocess_seconds(factor: int, decoding: str, repeat: int) -> float:
+        out = work / f"large-{decoding}-{factor}x-{repeat}"
+        started = time.perf_counter()
+        preprocess.preprocess(
+            str(subsets[factor]),
+            str(out / "examples"),
+            str(out / "transform"),
+            PreprocessSettings(image_size=IMAGE_SIZE, jpeg_decoding=decoding),
+        )
+        return time.perf_counter() - started
+
+    def loop_seconds(factor: int, repeat: int) -> float:
+        started = time.perf_counter()
+        baselines.decode_resize_write_loop(
+            manifest.read(subsets[factor]), work / f"large-loop-{factor}x-{repeat}.gz", IMAGE_SIZE
+        )
+        return time.perf_counter() - started
+
+    speeds = {"scaled": [], "full": [], "loop": []}
+    for repeat in range(repeats):
+        for decoding in ("scaled", "full"):
+            extra = preprocess_seconds(10, decoding, repeat) - preprocess_seconds(
+                1, decoding, repeat
+            )
+            speeds[decoding].append(extra_images / extra)
+        speeds["loop"].append(extra_images / (loop_seconds(10, repeat) - loop_seconds(1, repeat)))
+    rows = f"{len(large)} 12-megapixel photos (and 10 times as many rows)"
+    steady = "steady-state: extra images over extra seconds between the two runs"
+    ours = Figure(
+        "tensorflow-transform on Beam, scaled JPEG decoding", "images/s", speeds["scaled"]
     )
+    comparisons = [
+        Comparison(
+            f"Preprocess {rows} to {IMAGE_SIZE}px: scaled against full decoding",
+            ours,
+            Figure("the same, jpeg_decoding=full", "images/s", speeds["full"]),
+            higher_is_better=True,
+            target_ratio=3.0,
+            note=steady,
+        ),
+        Comparison(
+            f"Preprocess {rows} to {IMAGE_SIZE}px: Beam against a loop",
+            ours,
+            Figure("single-process loop, the same scaled decoding", "images/s", speeds["loop"]),
+            higher_is_better=True,
+            target_ratio=1.0,
+            note=steady,
+        ),
+    ]
+
+    memory = {
+        factor: [
+            _peak_memory_of_preprocess(folder, work / f"large-memory-{factor}-{r}") / 2**20
+            for r in range(repeats)
+        ]
+        for factor, folder in subsets.items()
+    }
+    comparisons.append(
+        Comparison(
+            f"Preprocess peak memory, {len(large) * 10} rows of 12-megapixel photos against "
+            f"{len(large)}",
+            Figure(f"the {len(large)} photos listed 10 times", "MiB", memory[10]),
+            Figure(f"{len(large)} photos", "MiB", memory[1]),
+            higher_is_better=False,
+            target_ratio=1.2,
+            note="peak resident memory of a process running the step (in-memory DirectRunner)",
+        )
+    )
+
+    calls = max(20, int(100 * scale))
+    test = manifest.split_rows(large, "test")
+    raw = [Path(uri).read_bytes() for uri in test["uri"][:8]]
+    latency = {
+        decoding: _serving_latencies(
+            work / f"large-{decoding}-10x-0" / "transform",
+            raw,
+            work / f"large-served-{decoding}",
+            repeats,
+            calls,
+        )
+        for decoding in ("scaled", "full")
+    }
+    served = Figure(
+        "serving signature on 12-megapixel JPEG bytes, scaled", "ms", latency["scaled"][0]
+    )
+    default_width = _serving_latencies(
+        work / "large-scaled-10x-0" / "transform",
+        raw,
+        work / "large-served-alpha-1",
+        repeats,
+        calls,
+        alpha=TrainConfig.alpha,
+    )
+    return [
+        *comparisons,
+        Comparison(
+            f"Serving latency on 12-megapixel photos, batch 1, p50 over {calls} calls",
+            served,
+            Figure("bare Keras model on a decoded, resized tensor", "ms", latency["scaled"][1]),
+            higher_is_better=False,
+            target_ratio=1.5,
+            note="MobileNet v1 alpha 0.25 at 224 px",
+        ),
+        Comparison(
+            f"Serving latency on 12-megapixel photos, the default MobileNet (alpha "
+            f"{TrainConfig.alpha:g}), batch 1, p50 over {calls} calls",
+            Figure("serving signature on 12-megapixel JPEG bytes, scaled", "ms", default_width[0]),
+            Figure("bare Keras model on a decoded, resized tensor", "ms", default_width[1]),
+            higher_is_better=False,
+            target_ratio=1.5,
+            note=f"MobileNet v1 alpha {TrainConfig.alpha:g} at 224 px",
+        ),
+        Comparison(
+            "Serving latency on 12-megapixel photos: scaled against full decoding",
+            served,
+            Figure("the same signature, jpeg_decoding=full", "ms", latency["full"][0]),
+            higher_is_better=False,
+            target_ratio=1.0,
+        ),
+    ]
 
 
 def end_to_end_and_quality_benchmarks(
@@ -467,9 +634,12 @@ def _quality(scores: dict) -> str:
     return f"test accuracy {100 * scores['accuracy']:.1f}%, macro F1 {100 * scores['macro_f1']:.1f}"
 
 
-def _imgclf_run(photos: Path, out: Path, config: TrainConfig, seed: int) -> str:
-    """``imgclf run`` on the photos with ``config``'s backbone, weights, size and epochs, the
-    rest at its defaults; the run's log. The summary lands in ``out/summary.json``."""
+def _imgclf_run(
+    photos: Path, out: Path, config: TrainConfig, seed: int, extra: tuple[str, ...] = ()
+) -> str:
+    """``imgclf run`` on the photos with ``config``'s backbone, weights, size and epochs and
+    the ``extra`` arguments, the rest at its defaults; the run's log. The summary lands in
+    ``out/summary.json``."""
     run = subprocess.run(
         [
             sys.executable,
@@ -482,6 +652,7 @@ def _imgclf_run(photos: Path, out: Path, config: TrainConfig, seed: int) -> str:
             *("--weights", config.weights, "--image-size", str(config.image_size)),
             *("--epochs", str(config.epochs), "--fine-tune-epochs", str(config.fine_tune_epochs)),
             *("--seed", str(seed), "--summary-json", str(out / "summary.json")),
+            *extra,
         ],
         cwd=REPO,
         check=True,
@@ -529,19 +700,25 @@ def _subset(full, images: int, folder: Path) -> Path:
 
 
 def _peak_memory_of_preprocess(manifest_dir: Path, out: Path) -> int:
-    """Bytes: the peak resident memory of a fresh process that runs preprocess."""
+    """Bytes: the peak resident memory of a fresh process that runs preprocess.
+
+    Read from the process's own VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss
+    over exec from the forked parent, so a child of this (large) process would report the
+    parent's peak whatever preprocess used.
+    """
     code = (
-        "import resource, sys\n"
+        "import re\n"
         "from imgclf.components.parameters import PreprocessSettings\n"
         "from imgclf.components.transform.preprocess import preprocess\n"
         f"preprocess({str(manifest_dir)!r}, {str(out / 'examples')!r}, "
         f"{str(out / 'transform')!r}, PreprocessSettings(image_size={IMAGE_SIZE}))\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "status = open('/proc/self/status').read()\n"
+        "print(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
-    return int(result.stdout.split()[-1]) * 1024  # ru_maxrss is in KiB on Linux
+    return int(result.stdout.split()[-1]) * 1024
 
 
 def _images_per_second(batches, count: int) -> float:

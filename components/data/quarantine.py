@@ -1,8 +1,10 @@
 """The quarantine: files that would break or poison training, found before any is decoded for
 real, each with its reason.
 
-Every file is decoded with the very op preprocess uses, so a file that passes here cannot crash
-the transform. Files that do not decode, or are smaller than ``min_side``, are quarantined; a
+Every file is decoded in full with the op preprocess uses (where preprocess decodes a large JPEG
+at a reduced scale, the same libjpeg fails on exactly the files the full decode fails on:
+tests/components/transform/test_features.py), so a file that passes here cannot crash the
+transform. Files that do not decode, or are smaller than ``min_side``, are quarantined; a
 header over ``max_pixels`` (a decompression bomb) is refused before decoding. Copies of a file
 that also sits in an earlier split are dropped, so that no image is trained and tested on.
 """
