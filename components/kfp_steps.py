@@ -317,6 +317,9 @@ def evaluate(
             value = getattr(scored, name) if scored else None
             if value is not None:
                 metrics.log_metric(prefix + name, value)
+    for prefix, robustness in (("", result.robustness), ("baseline_", result.baseline_robustness)):
+        for name, value in robustness.metrics().items() if robustness else ():
+            metrics.log_metric(prefix + name, value)
     metrics.log_metric("blessed", int(result.blessed))
     if result.candidate.confusion_matrix:
         confusion.log_confusion_matrix(result.candidate.labels, result.candidate.confusion_matrix)

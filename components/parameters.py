@@ -63,6 +63,7 @@ MIXED_PRECISION = ("auto", "on", "off")
 QUANTIZATIONS = ("float16", "int8")
 TUNE_ALGORITHMS = ("random", "bayesian", "hyperband")
 REGRESSION_METRICS = ("accuracy", "macro_f1", "macro_average_precision")
+ADVERSARIAL_TRAINING = ("none", "fgsm", "pgd")
 # What a comma-separated setting (augmentations, tflite) takes to mean "none of them".
 NONE = "none"
 # data_uri's bundled samples (sample:digits) and weights' words, beside locations.
@@ -563,6 +564,25 @@ class TrainSettings(Settings):
         item="TFLite quantisation",
     )
 
+    adversarial_training: str = setting(
+        NONE,
+        "train the stage that trains the backbone (fine-tuning; from scratch, the one stage) on "
+        "adversarial examples made against the model as it learns: fgsm (one step) or pgd "
+        "(5 steps, about 3x fgsm's time)",
+        choices=ADVERSARIAL_TRAINING,
+    )
+    adversarial_epsilon: float = setting(
+        2.0,
+        "the perturbation of adversarial training: at most this many grey levels per pixel "
+        "(L-infinity, in the model's 0-255 input scale)",
+        within="(0, 255]",
+    )
+    adversarial_share: float = setting(
+        0.5,
+        "the share of each training batch replaced by its adversarial version",
+        within="(0, 1]",
+    )
+
     def combination_problems(self) -> list[str]:
         if self.weights.lower() in NAMED_WEIGHTS:
             return []
@@ -590,8 +610,8 @@ class TuneSettings(Settings):
 
 @dataclass
 class BlessingRules(Settings):
-    """What the candidate must score on the test split to be pushed: floors, and how much it
-    may lose against the served model."""
+    """What evaluate measures on the test split and what the candidate must score there to be
+    pushed: floors, and how much it may lose against the served model."""
 
     USED_BY = ("evaluate",)
     min_accuracy: float = setting(
@@ -628,6 +648,61 @@ class BlessingRules(Settings):
         "or judge_on_floors to bless on the floors alone, on purpose",
         choices=("fail", "judge_on_floors"),
     )
+    robustness_epsilons: str = setting(
+        "1,2,4,8",
+        "perturbation sizes, in grey levels per pixel (L-infinity, the model's 0-255 input "
+        "scale), at which evaluate measures FGSM and PGD robust accuracy; none to skip",
+    )
+    robustness_images: int = setting(
+        500,
+        "test images attacked for robust accuracy, spread evenly over the test split (0: all)",
+        within="[0, )",
+    )
+    robust_epsilon: float = setting(
+        0.0,
+        "the perturbation size at which the robustness rules judge the candidate by PGD robust "
+        "accuracy (measured even when not in robustness_epsilons); 0: no robustness rules",
+        within="[0, 255]",
+    )
+    min_robust_accuracy: float = setting(
+        0.0,
+        "PGD robust accuracy at robust_epsilon the candidate needs",
+        within="[0, 1]",
+    )
+    max_robust_regression: float = setting(
+        0.05,
+        "how much PGD robust accuracy at robust_epsilon the candidate may lose against the served "
+        "model, when both have it",
+        within="[0, 1]",
+    )
+
+    def combination_problems(self) -> list[str]:
+        try:
+            self.measured_epsilons()
+        except ValueError as error:
+            return [f"robustness_epsilons: {error}"]
+        return []
+
+    def measured_epsilons(self) -> list[float]:
+        """The perturbation sizes robust accuracy is measured at, rising: robustness_epsilons
+        and robust_epsilon, without 0 (the clean accuracy, always measured beside them)."""
+        text = self.robustness_epsilons.strip().lower()
+        words = [] if text in ("", NONE) else text.split(",")
+        try:
+            epsilons = {float(word) for word in words}
+        except ValueError:
+            raise ValueError(
+                f"expected comma-separated numbers of grey levels (for example 1,2,4,8) or "
+                f"{NONE}, not {self.robustness_epsilons!r}."
+            ) from None
+        if any(not 0 < epsilon <= 255 for epsilon in epsilons):
+            raise ValueError(
+                f"each perturbation size must be above 0 and at most 255 grey levels, not "
+                f"{self.robustness_epsilons!r}."
+            )
+        if self.robust_epsilon > 0:
+            epsilons.add(self.robust_epsilon)
+        return sorted(epsilons)
 
 
 @dataclass

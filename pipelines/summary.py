@@ -23,6 +23,8 @@ class RunSummary:
     pushed: dict[str, Any] | None
     validation_report: str
     evaluation_report: str
+    # The candidate's robust accuracy per attack and perturbation size (evaluation.json's).
+    robustness: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -49,6 +51,7 @@ def summarize(run_dir: Path) -> RunSummary:
         pushed=json.loads(pushed_file.read_text()) if pushed_file.exists() else None,
         validation_report=str(validated / artifacts.VALIDATION_REPORT),
         evaluation_report=str(evaluation_dir / artifacts.EVALUATION_REPORT),
+        robustness=evaluation.get("robustness"),
     )
 
 
@@ -81,12 +84,21 @@ def describe(summary: RunSummary) -> str:
             f"{summary.duplicates_dropped} duplicates across splits dropped",
             f"candidate:   {headline(summary.candidate)}",
             f"baseline:    {baseline}",
+            *_robustness_line(summary.robustness),
             "blessed:     yes" if summary.blessed else f"blessed:     no ({'; '.join(failed)})",
             f"pushed:      {pushed}",
             f"reports:     {summary.validation_report}",
             f"             {summary.evaluation_report}",
         ]
     )
+
+
+def _robustness_line(robustness: dict | None) -> list[str]:
+    if not robustness or len(robustness["epsilons"]) < 2:
+        return []
+    pairs = zip(robustness["epsilons"][1:], robustness["accuracy"]["pgd"][1:], strict=True)
+    measured = ", ".join(f"{accuracy:.3f} at {epsilon:g}" for epsilon, accuracy in pairs)
+    return [f"robustness:  PGD accuracy {measured} grey levels"]
 
 
 def _headline(metrics: dict) -> dict[str, Any]:

@@ -1,18 +1,35 @@
 """The blessing: every rule the candidate must pass, with its numbers. Floors on accuracy and
 macro F1 always; against a served model, no regression of the chosen metric and no class whose
-recall drops too far."""
+recall drops too far; with ``robust_epsilon``, a floor on PGD robust accuracy there and no
+regression of it against a served model that has it."""
 
 from __future__ import annotations
 
 from imgclf.components.evaluation.metrics import ModelMetrics
+from imgclf.components.evaluation.robustness import Robustness
 from imgclf.components.parameters import BlessingRules
 
 
 def blessing_checks(
-    candidate: ModelMetrics, baseline: ModelMetrics | None, rules: BlessingRules
+    candidate: ModelMetrics,
+    baseline: ModelMetrics | None,
+    rules: BlessingRules,
+    robustness: Robustness | None = None,
+    baseline_robustness: Robustness | None = None,
+    robustness_skipped: str | None = None,
 ) -> list[dict]:
     """Every rule with its numbers: a floor on accuracy and macro F1 always; with a baseline,
-    no regression of the chosen metric and no class whose recall drops too far."""
+    no regression of the chosen metric and no class whose recall drops too far; the
+    robustness rules when ``rules.robust_epsilon`` is set."""
+    return [
+        *_accuracy_checks(candidate, baseline, rules),
+        *_robustness_checks(robustness, baseline_robustness, rules, robustness_skipped),
+    ]
+
+
+def _accuracy_checks(
+    candidate: ModelMetrics, baseline: ModelMetrics | None, rules: BlessingRules
+) -> list[dict]:
     checks = [
         _check(
             f"accuracy >= min_accuracy ({rules.min_accuracy:g})",
@@ -54,6 +71,41 @@ def blessing_checks(
                 "detail": f"largest drop: {worst}, recall {baseline.per_class[worst]['recall']:.3f}"
                 f" -> {candidate.per_class[worst]['recall']:.3f}",
             }
+        )
+    return checks
+
+
+def _robustness_checks(
+    candidate: Robustness | None,
+    baseline: Robustness | None,
+    rules: BlessingRules,
+    skipped: str | None,
+) -> list[dict]:
+    epsilon = rules.robust_epsilon
+    if epsilon == 0:
+        return []
+    name = f"PGD robust accuracy at {epsilon:g} grey levels"
+    floor = f"{name} >= min_robust_accuracy ({rules.min_robust_accuracy:g})"
+    if candidate is None:
+        # A rule that was asked for and cannot be judged refuses: shipping unjudged would
+        # let a model through that the rule was set to stop.
+        return [
+            {
+                "rule": floor,
+                "candidate": float("nan"),
+                "threshold": rules.min_robust_accuracy,
+                "passed": False,
+                "detail": f"not measured: {skipped or 'the candidate has no pixel signatures'}",
+            }
+        ]
+    checks = [_check(floor, candidate.at("pgd", epsilon), rules.min_robust_accuracy)]
+    if baseline is not None:
+        checks.append(
+            _check(
+                f"{name} >= baseline's - max_robust_regression ({rules.max_robust_regression:g})",
+                candidate.at("pgd", epsilon),
+                baseline.at("pgd", epsilon) - rules.max_robust_regression,
+            )
         )
     return checks
 

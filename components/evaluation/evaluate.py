@@ -2,7 +2,9 @@
 
 Both models are scored the way TF Serving runs them, through their ``serving_default``
 signature on the raw image bytes, so the numbers include any skew a client would meet
-(``metrics``). The rules (``blessing``) decide; ``report`` writes what people and machines read.
+(``metrics``), and attacked through their pixel signatures for robust accuracy
+(``robustness``). The rules (``blessing``) decide; ``report`` writes what people and machines
+read.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from imgclf.components import manifest, storage
+from imgclf.components.evaluation import robustness
 from imgclf.components.evaluation.blessing import blessing_checks
 from imgclf.components.evaluation.gallery import gradcam_grid, misclassified_grid
 from imgclf.components.evaluation.metrics import (
@@ -47,6 +50,10 @@ class Evaluation:
     blessed: bool
     checks: list[dict] = field(default_factory=list)
     baseline_error: str | None = None
+    robustness: robustness.Robustness | None = None
+    baseline_robustness: robustness.Robustness | None = None
+    # Why robust accuracy was not measured, where it was not.
+    robustness_skipped: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -73,13 +80,24 @@ def evaluate(
     multi_label = manifest.is_multi_label(test)
     truth = manifest.label_sets(test) if multi_label else test["label"].tolist()
     score = multi_label_metrics if multi_label else classification_metrics
+    attack = _Attack(images, truth, rules, batch_size, multi_label)
     log.info("Scoring the candidate on %d test images", len(images))
-    candidate_predictions = predict(signature.ServedModel(candidate_dir), images, batch_size)
+    candidate_model = signature.ServedModel(candidate_dir)
+    candidate_predictions = predict(candidate_model, images, batch_size)
     candidate = score(truth, candidate_predictions)
-    baseline_version, baseline, baseline_error = _score_baseline(
-        serving, lambda model: score(truth, predict(model, images, batch_size)), rules
+    candidate_robustness, perturbed = attack.measure(candidate_model)
+    baseline_version, baseline_scored, baseline_error = _score_baseline(
+        serving,
+        lambda model: (
+            score(truth, predict(model, images, batch_size)),
+            attack.measure(model)[0] if rules.robust_epsilon > 0 else None,
+        ),
+        rules,
     )
-    checks = blessing_checks(candidate, baseline, rules)
+    baseline, baseline_robustness = baseline_scored or (None, None)
+    checks = blessing_checks(
+        candidate, baseline, rules, candidate_robustness, baseline_robustness, attack.skipped
+    )
     evaluation = Evaluation(
         candidate=candidate,
         baseline=baseline,
@@ -87,6 +105,9 @@ def evaluate(
         blessed=all(check["passed"] for check in checks),
         checks=checks,
         baseline_error=baseline_error,
+        robustness=candidate_robustness,
+        baseline_robustness=baseline_robustness,
+        robustness_skipped=attack.skipped,
     )
     if output_dir:
         true_texts = [label_text(labels) for labels in truth]
@@ -109,8 +130,40 @@ def evaluate(
             misclassified_grid(images, true_texts, predicted_texts),
             training,
             explained,
+            perturbed,
         )
     return evaluation
+
+
+class _Attack:
+    """Robust accuracy on the test images ``rules`` choose, or why it is skipped."""
+
+    def __init__(self, images, truth, rules: BlessingRules, batch_size: int, multi_label: bool):
+        self.epsilons = rules.measured_epsilons()
+        rows = robustness.attacked_rows(len(images), rules.robustness_images)
+        self.images = [images[row] for row in rows]
+        self.truth = [truth[row] for row in rows]
+        self.batch_size = batch_size
+        self.skipped = None
+        if multi_label:
+            self.skipped = (
+                "multi-label models are not attacked: robust exact-set accuracy is not measured"
+            )
+        elif not self.epsilons:
+            self.skipped = "robustness_epsilons is none"
+
+    def measure(
+        self, model: signature.ServedModel
+    ) -> tuple[robustness.Robustness | None, list[robustness.Perturbed]]:
+        if self.skipped:
+            return None, []
+        if not model.scores_pixels:
+            log.warning(
+                "%s has no pixel signatures to attack (exported before them)", model.model_dir
+            )
+            return None, []
+        log.info("Attacking %d test images (FGSM, PGD): %s", len(self.images), model.model_dir)
+        return robustness.measure(model, self.images, self.truth, self.epsilons, self.batch_size)
 
 
 class BaselineUnscorable(RuntimeError):
@@ -119,11 +172,11 @@ class BaselineUnscorable(RuntimeError):
 
 def _score_baseline(
     serving: ServingTarget, score, rules: BlessingRules
-) -> tuple[int | None, ModelMetrics | None, str | None]:
-    """``(version, metrics, error)`` of the version TF Serving serves now: all None when there
-    is none. One that cannot be scored, after ``BASELINE_ATTEMPTS`` tries (a store's hiccup
+) -> tuple[int | None, tuple | None, str | None]:
+    """``(version, score(model), error)`` of the version TF Serving serves now: all None when
+    there is none. One that cannot be scored, after ``BASELINE_ATTEMPTS`` tries (a store's hiccup
     passes), fails the step, unless ``rules.unscorable_baseline`` says to judge on the floors
-    alone: then metrics None and the error. Failing open would let a worse model ship."""
+    alone: then None and the error. Failing open would let a worse model ship."""
     served = models_config.served_version(serving.serving_root, serving.model_name)
     if served is None:
         log.info(

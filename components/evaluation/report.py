@@ -1,6 +1,7 @@
 """The evaluation's outputs for people and machines: ``evaluation.json``, the HTML report
 (candidate against baseline, every blessing rule, per-class metrics, the confusion matrix,
-misclassified and Grad-CAM images, the training curves) and a Markdown summary."""
+robust accuracy against the perturbation size, misclassified, perturbed and Grad-CAM images,
+the training curves) and a Markdown summary."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pandas as pd
 
 from imgclf.components import artifacts, reporting
 from imgclf.components.evaluation.metrics import MULTI_LABEL, ModelMetrics
+from imgclf.components.evaluation.robustness import ATTACKS, PGD_STEPS, Perturbed, Robustness
 from imgclf.components.training.curves import training_curves
 
 if TYPE_CHECKING:
@@ -34,13 +36,14 @@ def write_outputs(
     misclassified: list[dict],
     training: dict | None = None,
     explained: list[dict] | None = None,
+    perturbed: list[Perturbed] = (),
 ) -> None:
     """``evaluation.json`` for machines, ``report.html`` and ``summary.md`` for people."""
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / artifacts.EVALUATION_RECORD).write_text(evaluation.to_json())
     (folder / artifacts.EVALUATION_REPORT).write_text(
-        evaluation_html(evaluation, misclassified, training, explained)
+        evaluation_html(evaluation, misclassified, training, explained, perturbed)
     )
     (folder / artifacts.EVALUATION_SUMMARY).write_text(evaluation_markdown(evaluation))
 
@@ -65,6 +68,7 @@ def evaluation_markdown(evaluation: Evaluation) -> str:
         value = getattr(candidate, key)
         base = getattr(baseline, key) if baseline else None
         lines.append(f"| {name} | {_number(value)} | {_number(base)} |")
+    lines += _robustness_rows(evaluation.robustness, evaluation.baseline_robustness)
     lines += ["", "| rule | result |", "|---|---|"]
     for check in evaluation.checks:
         result = "pass" if check["passed"] else "**fail**"
@@ -78,10 +82,11 @@ def evaluation_html(
     misclassified: list[dict],
     training: dict | None = None,
     explained: list[dict] | None = None,
+    perturbed: list[Perturbed] = (),
 ) -> str:
     """The page a person reads; ``training`` is the candidate's training record (its
     ``history`` and ``stages`` become the training curves), ``explained`` Grad-CAM
-    overlays."""
+    overlays, ``perturbed`` test images beside the PGD perturbations that flipped them."""
     candidate, baseline = evaluation.candidate, evaluation.baseline
     verdict = "blessed" if evaluation.blessed else "not blessed"
     compare = pd.DataFrame(
@@ -122,10 +127,101 @@ def evaluation_html(
             *_confusion_section(candidate),
             "<h2>Misclassified test images</h2>",
             reporting.image_grid(misclassified),
+            *_robustness_section(evaluation, perturbed),
             *_gradcam_section(explained),
             *_training_section(training),
         ],
     )
+
+
+def _robustness_rows(candidate: Robustness | None, baseline: Robustness | None) -> list[str]:
+    if candidate is None:
+        return []
+    rows = []
+    for epsilon in candidate.epsilons[1:]:
+        for attack in ATTACKS:
+            base = baseline.at(attack, epsilon) if baseline else None
+            rows.append(
+                f"| {attack.upper()} robust accuracy at {epsilon:g} grey levels | "
+                f"{_number(candidate.at(attack, epsilon))} | {_number(base)} |"
+            )
+    return rows
+
+
+def _robustness_section(evaluation: Evaluation, perturbed: list[Perturbed]) -> list[str]:
+    candidate = evaluation.robustness
+    if candidate is None:
+        reason = evaluation.robustness_skipped or "the candidate has no pixel signatures"
+        return [f"<h2>Robustness</h2><p>Not measured: {html.escape(reason)}.</p>"]
+    largest = candidate.epsilons[-1]
+    pairs = "".join(
+        "<figure style='display:inline-block; margin:6px; text-align:center; font-size:11px'>"
+        f"<img src='{item.original_src}' alt=''> <img src='{item.perturbed_src}' alt=''>"
+        f"<figcaption>true: {html.escape(item.true)}<br>as given: {html.escape(item.original)}"
+        f"; perturbed: {html.escape(item.perturbed)}</figcaption></figure>"
+        for item in perturbed
+    )
+    return [
+        "<h2>Robustness</h2>",
+        f"<p>Accuracy on {candidate.images} test images when each pixel may move by up to "
+        "epsilon grey levels (of 0-255, in the image the model takes) to make the answer "
+        f"wrong: FGSM (one gradient step) and PGD ({PGD_STEPS} steps), by the Adversarial "
+        f"Robustness Toolbox, in {candidate.seconds:g} s. Epsilon 0 is the clean accuracy.</p>",
+        robustness_plot(candidate, evaluation.baseline_robustness),
+        f"<h3>Images PGD flipped at {largest:g} grey levels (left: as given, right: "
+        "perturbed)</h3>",
+        f"<div>{pairs}</div>" if pairs else "<p>None.</p>",
+    ]
+
+
+_ROBUSTNESS_COLOURS = {"fgsm": "#4c78a8", "pgd": "#e45756"}
+
+
+def robustness_plot(candidate: Robustness, baseline: Robustness | None = None) -> str:
+    """Inline SVG: accuracy against epsilon per attack (epsilons evenly spaced, as they
+    usually double), the served model's PGD curve dashed beside the candidate's."""
+    width, height, left, top, bottom = 460, 220, 46, 26, 34
+    plot_w, plot_h = width - left - 110, height - top - bottom
+    epsilons = candidate.epsilons
+
+    def x(index: int) -> float:
+        return left + plot_w * index / max(len(epsilons) - 1, 1)
+
+    def y(accuracy: float) -> float:
+        return top + plot_h * (1 - accuracy)
+
+    parts = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+        "font-family='sans-serif' font-size='11'>",
+        f"<line x1='{left}' y1='{top + plot_h}' x2='{left + plot_w}' y2='{top + plot_h}' "
+        "stroke='#999'/>",
+        f"<text x='{left - 4}' y='{top + 4}' text-anchor='end'>1</text>",
+        f"<text x='{left - 4}' y='{top + plot_h}' text-anchor='end'>0</text>",
+        f"<text x='{left + plot_w / 2}' y='{height - 4}' text-anchor='middle'>epsilon "
+        "(grey levels)</text>",
+        *(
+            f"<text x='{x(i):.1f}' y='{top + plot_h + 14}' text-anchor='middle'>{e:g}</text>"
+            for i, e in enumerate(epsilons)
+        ),
+    ]
+    curves = [(f"candidate {a.upper()}", candidate.accuracy[a], a, "") for a in ATTACKS]
+    if baseline is not None and baseline.epsilons == epsilons:
+        curves.append(("served PGD", baseline.accuracy["pgd"], "pgd", " stroke-dasharray='5 3'"))
+    for legend, (label, points, attack, dash) in enumerate(curves):
+        colour = _ROBUSTNESS_COLOURS[attack]
+        path = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(points))
+        parts.append(
+            f"<polyline points='{path}' fill='none' stroke='{colour}' stroke-width='2'{dash}/>"
+            + "".join(
+                f"<circle cx='{x(i):.1f}' cy='{y(v):.1f}' r='2.5' fill='{colour}'>"
+                f"<title>{label} at {epsilons[i]:g}: {v:.4f}</title></circle>"
+                for i, v in enumerate(points)
+            )
+            + f"<text x='{left + plot_w + 8}' y='{top + 12 + 16 * legend}' fill='{colour}'>"
+            f"{html.escape(label)}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
 
 
 def _gradcam_section(explained: list[dict] | None) -> list[str]:

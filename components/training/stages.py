@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from imgclf.components import artifacts, storage
 from imgclf.components.model.classifier import unfreeze_top
+from imgclf.components.training import adversarial
 from imgclf.components.training.config import TrainConfig
 from imgclf.components.training.dataset import train_label_counts
 from imgclf.components.training.hardware import precision_policy
@@ -202,7 +203,17 @@ def _fit(
     else:
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     steps_per_epoch = _steps_per_epoch(config, result)
-    model.compile(
+    fitted = adversarial.for_stage(model, stage, config)
+    if fitted is not model:
+        log.info(
+            "Stage %s: adversarial training (%s), %g of each batch perturbed by up to %g grey "
+            "levels",
+            stage,
+            config.adversarial_training,
+            config.adversarial_share,
+            config.adversarial_epsilon,
+        )
+    fitted.compile(
         optimizer=make_optimizer(config, learning_rate, steps_per_epoch * epochs, steps_per_epoch),
         loss=make_loss(config, result.multi_label),
         metrics=metrics,
@@ -232,7 +243,7 @@ def _fit(
         # running out of data in the first epoch and warns each stage that the input "ran out";
         # nothing is lost (keras-team/keras#23360 stops the warning, after Keras 3.15).
         warnings.filterwarnings("ignore", message="Your input ran out of data")
-        history = model.fit(
+        history = fitted.fit(
             train_data,
             validation_data=validation_data,
             epochs=epochs,

@@ -13,7 +13,13 @@ from imgclf.components.evaluation.metrics import (
     expected_calibration_error,
     multi_label_metrics,
 )
-from imgclf.components.parameters import BlessingRules, PreprocessSettings, ServingTarget
+from imgclf.components.evaluation.robustness import Robustness
+from imgclf.components.parameters import (
+    BlessingRules,
+    PreprocessSettings,
+    ServingTarget,
+    SettingsError,
+)
 from imgclf.components.serving.push import push
 from imgclf.components.transform.preprocess import preprocess
 
@@ -155,6 +161,54 @@ def test_unknown_regression_metric_is_refused():
         BlessingRules(regression_metric="loss")
 
 
+def _robust(pgd_at_2: float) -> Robustness:
+    return Robustness(
+        epsilons=[0.0, 2.0],
+        accuracy={"fgsm": [0.9, 0.8], "pgd": [0.9, pgd_at_2]},
+        images=10,
+        seconds=1,
+    )
+
+
+def test_blessing_refuses_a_candidate_below_min_robust_accuracy_naming_rule_and_numbers():
+    candidate = classification_metrics(["cat", "dog"], _one_hot(["cat", "dog"]))
+    rules = BlessingRules(robust_epsilon=2, min_robust_accuracy=0.5)
+    floor = blessing_checks(candidate, None, rules, _robust(0.3))[-1]
+    assert floor["rule"] == "PGD robust accuracy at 2 grey levels >= min_robust_accuracy (0.5)"
+    assert (floor["candidate"], floor["threshold"], floor["passed"]) == (0.3, 0.5, False)
+    assert blessing_checks(candidate, None, rules, _robust(0.5))[-1]["passed"]
+    # Off by default: no robustness rule at all.
+    assert len(blessing_checks(candidate, None, BlessingRules(), _robust(0.0))) == 2
+
+
+def test_blessing_refuses_a_robust_accuracy_regression_against_a_served_model_that_has_it():
+    truth = ["cat", "dog"]
+    candidate = baseline = classification_metrics(truth, _one_hot(truth))
+    rules = BlessingRules(robust_epsilon=2, max_robust_regression=0.05)
+    guard = blessing_checks(candidate, baseline, rules, _robust(0.5), _robust(0.6))[-1]
+    assert guard["rule"].startswith("PGD robust accuracy at 2 grey levels >= baseline's")
+    assert guard["threshold"] == pytest.approx(0.55) and not guard["passed"]
+    checks = blessing_checks(candidate, baseline, rules, _robust(0.5), None)
+    assert not any("baseline's" in check["rule"] for check in checks)
+
+
+def test_a_robustness_rule_that_cannot_be_judged_refuses_and_says_why():
+    candidate = classification_metrics(["cat", "dog"], _one_hot(["cat", "dog"]))
+    rules = BlessingRules(robust_epsilon=2)
+    check = blessing_checks(candidate, None, rules, None, None, "multi-label: not attacked")[-1]
+    assert not check["passed"] and check["detail"] == "not measured: multi-label: not attacked"
+
+
+def test_robustness_epsilons_are_parsed_and_bad_ones_refused_by_name():
+    assert BlessingRules().measured_epsilons() == [1.0, 2.0, 4.0, 8.0]
+    assert BlessingRules(robustness_epsilons="8, 0.5").measured_epsilons() == [0.5, 8.0]
+    assert BlessingRules(robustness_epsilons="none", robust_epsilon=3).measured_epsilons() == [3.0]
+    assert BlessingRules(robustness_epsilons="none").measured_epsilons() == []
+    for bad in ("1,two", "0,2", "300", "nan"):
+        with pytest.raises(SettingsError, match="robustness_epsilons: "):
+            BlessingRules(robustness_epsilons=bad)
+
+
 def test_candidate_against_the_served_model(trained_model, prepared, tmp_path):
     serving_root = str(tmp_path / "serving")
     rules = BlessingRules(min_accuracy=0.0)
@@ -191,6 +245,34 @@ def test_candidate_against_the_served_model(trained_model, prepared, tmp_path):
     summary = (out / "summary.md").read_text()
     assert summary.startswith("## Evaluation: **Blessed**")
     assert "against served version 1" in summary
+
+    # Robust accuracy by default at 1, 2, 4 and 8 grey levels, on every test image here.
+    assert saved["robustness"]["epsilons"] == [0, 1, 2, 4, 8]
+    assert saved["robustness"]["images"] == test_images
+    assert saved["robustness"]["accuracy"]["pgd"][0] == pytest.approx(second.candidate.accuracy)
+    robustness = report[report.index("<h2>Robustness</h2>") :]
+    assert "<svg" in robustness and "candidate PGD" in robustness
+    assert "| PGD robust accuracy at 8 grey levels |" in summary
+
+
+def test_a_candidate_below_min_robust_accuracy_is_not_blessed(trained_model, prepared, tmp_path):
+    out = tmp_path / "out"
+    rules = BlessingRules(
+        min_accuracy=0.0, robustness_epsilons="none", robust_epsilon=64, min_robust_accuracy=0.99
+    )
+    result = evaluate(
+        trained_model,
+        prepared["validated"],
+        ServingTarget(str(tmp_path / "serving"), "colours"),
+        rules,
+        output_dir=str(out),
+    )
+    assert result.robustness.epsilons == [0.0, 64.0]
+    assert not result.blessed
+    summary = (out / "summary.md").read_text()
+    assert "| PGD robust accuracy at 64 grey levels >= min_robust_accuracy (0.99) | **fail** |" in (
+        summary
+    )
 
 
 def _retrained(work, prepared: dict[str, str], shuffle_labels: bool) -> str:
@@ -290,6 +372,8 @@ def test_a_multi_label_candidate_against_a_served_model(
     assert result.candidate.task == "multi-label"
     assert result.candidate.macro_average_precision > 0.9
     assert result.blessed and len(result.checks) == 2
+    assert result.robustness is None
+    assert "robust exact-set accuracy is not measured" in (out / "report.html").read_text()
 
     push(
         multi_label_model, ServingTarget(serving_root, "corners"), multi_label_prepared["validated"]
