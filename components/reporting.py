@@ -55,6 +55,20 @@ def image_grid(items: list[dict]) -> str:
     return f"<div>{cells}</div>"
 
 
+def svg_line(
+    points: list[tuple[float, float]], colour: str, titles: list[str], dashed: bool = False
+) -> str:
+    """An SVG polyline through ``points`` with a dot at each, whose title shows on hover."""
+    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+    dash = " stroke-dasharray='5 3'" if dashed else ""
+    dots = "".join(
+        f"<circle cx='{x:.1f}' cy='{y:.1f}' r='2.5' fill='{colour}'>"
+        f"<title>{html.escape(title)}</title></circle>"
+        for (x, y), title in zip(points, titles, strict=True)
+    )
+    return f"<polyline points='{path}' fill='none' stroke='{colour}' stroke-width='2'{dash}/>{dots}"
+
+
 def png_data_uri(image: Image.Image) -> str:
     """An image inline in a page, as a PNG data URI."""
     buffer = io.BytesIO()

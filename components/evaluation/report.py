@@ -204,18 +204,17 @@ def robustness_plot(candidate: Robustness, baseline: Robustness | None = None) -
             for i, e in enumerate(epsilons)
         ),
     ]
-    curves = [(f"candidate {a.upper()}", candidate.accuracy[a], a, "") for a in ATTACKS]
+    curves = [(f"candidate {a.upper()}", candidate.accuracy[a], a, False) for a in ATTACKS]
     if baseline is not None and baseline.epsilons == epsilons:
-        curves.append(("served PGD", baseline.accuracy["pgd"], "pgd", " stroke-dasharray='5 3'"))
-    for legend, (label, points, attack, dash) in enumerate(curves):
+        curves.append(("served PGD", baseline.accuracy["pgd"], "pgd", True))
+    for legend, (label, points, attack, dashed) in enumerate(curves):
         colour = _ROBUSTNESS_COLOURS[attack]
-        path = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(points))
         parts.append(
-            f"<polyline points='{path}' fill='none' stroke='{colour}' stroke-width='2'{dash}/>"
-            + "".join(
-                f"<circle cx='{x(i):.1f}' cy='{y(v):.1f}' r='2.5' fill='{colour}'>"
-                f"<title>{label} at {epsilons[i]:g}: {v:.4f}</title></circle>"
-                for i, v in enumerate(points)
+            reporting.svg_line(
+                [(x(i), y(v)) for i, v in enumerate(points)],
+                colour,
+                [f"{label} at {epsilons[i]:g}: {v:.4f}" for i, v in enumerate(points)],
+                dashed,
             )
             + f"<text x='{left + plot_w + 8}' y='{top + 12 + 16 * legend}' fill='{colour}'>"
             f"{html.escape(label)}</text>"

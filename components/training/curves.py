@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 
-from imgclf.components.reporting import page
+from imgclf.components.reporting import page, svg_line
 
 _CURVE_COLOURS = {"train": "#4c78a8", "validation": "#f58518"}
 
@@ -74,13 +74,11 @@ def _curve_panel(name: str, history: dict[str, list[float]], stages: list[str]) 
             )
     for legend_index, (label, points) in enumerate(series.items()):
         colour = _CURVE_COLOURS[label]
-        path = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(points))
         parts.append(
-            f"<polyline points='{path}' fill='none' stroke='{colour}' stroke-width='2'/>"
-            + "".join(
-                f"<circle cx='{x(i):.1f}' cy='{y(v):.1f}' r='2.5' fill='{colour}'>"
-                f"<title>{label} {html.escape(name)}, epoch {i + 1}: {v:.4f}</title></circle>"
-                for i, v in enumerate(points)
+            svg_line(
+                [(x(i), y(v)) for i, v in enumerate(points)],
+                colour,
+                [f"{label} {name}, epoch {i + 1}: {v:.4f}" for i, v in enumerate(points)],
             )
             + f"<text x='{left + 140 + 80 * legend_index}' y='14' fill='{colour}'>{label}</text>"
         )

@@ -87,3 +87,23 @@ def test_the_evaluation_report_renders_with_its_confusion_matrix(tmp_path):
     assert heatmap_blue > 500, "no confusion-matrix heatmap in the rendering"
     curve_orange = (abs(pixels - [245, 133, 24]).sum(axis=2) < 40).sum()
     assert curve_orange > 50, "no validation curve in the rendering"
+
+
+def test_the_robustness_plot_draws_each_attack_and_the_served_model_dashed():
+    from imgclf.components.evaluation.report import robustness_plot
+    from imgclf.components.evaluation.robustness import Robustness
+
+    candidate = Robustness([0.0, 2.0, 8.0], {"fgsm": [0.9, 0.7, 0.4], "pgd": [0.9, 0.5, 0.1]}, 9, 3)
+    served = Robustness([0.0, 2.0, 8.0], {"fgsm": [0.8, 0.6, 0.3], "pgd": [0.8, 0.4, 0.0]}, 9, 3)
+    alone = robustness_plot(candidate)
+    assert alone.count("<polyline") == 2 and "stroke-dasharray" not in alone
+    assert "<title>candidate PGD at 8: 0.1000</title>" in alone
+    beside = robustness_plot(candidate, served)
+    assert beside.count("<polyline") == 3 and beside.count("stroke-dasharray='5 3'") == 1
+
+
+def test_a_skipped_robustness_measurement_says_why():
+    evaluation = _evaluation()
+    evaluation.robustness_skipped = "robustness_epsilons is none"
+    page = evaluation_html(evaluation, [])
+    assert "<h2>Robustness</h2><p>Not measured: robustness_epsilons is none.</p>" in page

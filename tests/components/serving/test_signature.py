@@ -29,6 +29,20 @@ def test_signature_matches_the_serving_contract(trained_model):
     assert outputs["label"].dtype == tf.string and outputs["label"].shape.as_list() == [None]
 
 
+def test_the_pixel_signatures_split_serving_default_in_two(trained_model, served):
+    loaded = tf.saved_model.load(trained_model)
+    preprocess = loaded.signatures[signature.PREPROCESS_SIGNATURE]
+    (image_bytes,) = preprocess.structured_input_signature[1].values()
+    assert image_bytes.name == "image_bytes" and image_bytes.dtype == tf.string
+    pixels = preprocess.structured_outputs["pixels"]
+    assert pixels.dtype == tf.uint8 and pixels.shape.as_list() == [None, IMAGE_SIZE, IMAGE_SIZE, 3]
+    score_pixels = loaded.signatures[signature.SCORE_PIXELS_SIGNATURE]
+    (pixel_input,) = score_pixels.structured_input_signature[1].values()
+    assert pixel_input.name == "pixels" and pixel_input.dtype == tf.float32
+    assert score_pixels.structured_outputs["scores"].shape.as_list() == [None, 3]
+    assert served.scores_pixels
+
+
 def test_raw_bytes_of_any_format_give_scores_classes_and_label(served):
     images = [
         colour_image(CLASS_COLOURS["red"], seed=900, image_format=fmt)
@@ -74,7 +88,8 @@ def test_no_skew_between_the_tfrecords_and_the_serving_signature(images, request
     """Scores of the TFRecords' images through the Keras model equal the scores of the raw
     files through the exported signature: training and serving see the same pixels. On
     small PNGs, and on JPEG photos from 12 megapixels (decoded at reduced scale, one stored
-    sideways) down to smaller than the square."""
+    sideways) down to smaller than the square. The preprocess signature gives the records'
+    pixels exactly, and score_pixels on them the same scores."""
     import tensorflow_transform as tft
 
     from imgclf.components import manifest, storage
@@ -105,6 +120,10 @@ def test_no_skew_between_the_tfrecords_and_the_serving_signature(images, request
         from_serving = served.predict([raw[u] for u in uris])
         assert len(uris) == count
         np.testing.assert_allclose(from_serving["scores"], from_records, atol=1e-5)
+        pixels = served.pixels([raw[u] for u in uris])
+        np.testing.assert_array_equal(pixels, images.numpy().astype(np.uint8))
+        from_pixels = served.score_pixels(pixels).numpy()
+        np.testing.assert_allclose(from_pixels, from_serving["scores"], atol=1e-5)
 
 
 def test_grpc_predict_request_gives_the_same_answer_as_rest(served):
