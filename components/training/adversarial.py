@@ -70,6 +70,9 @@ def for_stage(model: keras.Model, stage: str, config: TrainConfig) -> keras.Mode
     stage that trains the backbone, ``model`` wrapped to train on adversarial examples."""
     if config.adversarial_training == "none" or stage == "head":
         return model
-    return AdversarialTraining(
+    trainer = AdversarialTraining(
         model, config.adversarial_training, config.adversarial_epsilon, config.adversarial_share
     )
+    # Built before fit, as BackupAndRestore requires; its weights are the classifier's.
+    trainer.build(model.input_shape)
+    return trainer
