@@ -226,6 +226,8 @@ def _is_folder(entry: dict) -> bool:
 
 def upload_file(local_path: str | Path, uri: str) -> None:
     fs, path = _filesystem(uri)
+    if not is_remote(uri):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # a store has no folders to make
     fs.put_file(str(local_path), path)
 
 

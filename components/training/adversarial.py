@@ -13,26 +13,29 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from imgclf.components.training.config import TrainConfig
+from imgclf.components.training.trainer import Trainer
 
 # Training-time PGD: fewer steps than the evaluation's 10, from the image itself.
 PGD_STEPS = 5
 PGD_STEP_FACTOR = 2.5
 
 
-class AdversarialTraining(keras.Model):
+class AdversarialTraining(Trainer):
     """Fits ``classifier`` (whose weights it shares) on batches of which ``share`` are
     replaced by adversarial versions within ``epsilon`` grey levels."""
 
-    def __init__(self, classifier: keras.Model, attack: str, epsilon: float, share: float):
-        super().__init__()
-        self.classifier = classifier
+    def __init__(
+        self,
+        classifier: keras.Model,
+        attack: str,
+        epsilon: float,
+        share: float,
+        across_processes: bool = False,
+    ):
+        super().__init__(classifier, across_processes)
         self.attack = attack
         self.epsilon = epsilon
         self.share = share
-
-    def call(self, inputs, training=False):
-        return self.classifier(inputs, training=training)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -63,16 +66,3 @@ class AdversarialTraining(keras.Model):
             # augmentation (which the training pass then applies to the adversarial images).
             loss = self.loss(y, self.classifier(x, training=False))
         return tape.gradient(loss, x)
-
-
-def for_stage(model: keras.Model, stage: str, config: TrainConfig) -> keras.Model:
-    """What ``fit`` trains in ``stage``: ``model`` itself, or with adversarial training in the
-    stage that trains the backbone, ``model`` wrapped to train on adversarial examples."""
-    if config.adversarial_training == "none" or stage == "head":
-        return model
-    trainer = AdversarialTraining(
-        model, config.adversarial_training, config.adversarial_epsilon, config.adversarial_share
-    )
-    # Built before fit, as BackupAndRestore requires; its weights are the classifier's.
-    trainer.build(model.input_shape)
-    return trainer

@@ -19,7 +19,8 @@ import tensorflow as tf
 
 from imgclf.components import artifacts, storage
 from imgclf.components.model.classifier import unfreeze_top
-from imgclf.components.training import adversarial
+from imgclf.components.training import workers
+from imgclf.components.training.adversarial import AdversarialTraining
 from imgclf.components.training.config import TrainConfig
 from imgclf.components.training.dataset import train_label_counts
 from imgclf.components.training.hardware import precision_policy
@@ -28,6 +29,7 @@ from imgclf.components.training.objectives import (
     make_loss,
     make_optimizer,
 )
+from imgclf.components.training.trainer import Trainer
 from imgclf.components.transform import features
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ class TrainResult:
     train_images: int = 0
     class_weights: dict[int, float] | None = None
     replicas: int = 1
+    # The processes that trained together (TF_CONFIG's chief and workers).
+    workers: int = 1
     precision_policy: str = "float32"
     # Per TFLite quantisation: its file, size and agreement with the model.
     tflite: dict[str, dict] | None = None
@@ -73,6 +77,7 @@ def new_result(
         multi_label=multi_label,
         train_images=features.read_counts(examples_dir)["train"],
         replicas=(strategy or tf.distribute.get_strategy()).num_replicas_in_sync,
+        workers=workers.from_environment().count,
         precision_policy=precision_policy(config.mixed_precision),
     )
     if config.class_weight == "balanced":
@@ -93,11 +98,13 @@ def fit_stages(
     """With pretrained weights: the head on a frozen backbone, then the top of the backbone
     at a tenth of the learning rate. From scratch: everything at once. The model ends with
     the weights of the best epoch on validation loss across the stages (``result.kept``).
-    ``callbacks`` join every stage's."""
+    ``callbacks`` join every stage's. Only the chief writes the mirror; the other workers
+    restore from it."""
     data = (train_data, validation_data)
     if config.checkpoint_dir and config.checkpoint_mirror:
         _restore_mirrored_checkpoints(config)
-        callbacks = [*callbacks, _MirrorCheckpoints(config)]
+        if workers.from_environment().is_chief:
+            callbacks = [*callbacks, _MirrorCheckpoints(config)]
     if not config.pretrained:
         epochs = config.epochs + config.fine_tune_epochs
         _fit(model, "full", *data, config.learning_rate, epochs, config, result, callbacks)
@@ -187,13 +194,17 @@ def _fit(
         return
     if _restore_finished_stage(model, stage, config, result):
         return
+    steps_per_epoch = _steps_per_epoch(config, result)
+    worker = workers.from_environment()
     log.info(
-        "Stage %s: %d epochs, %s at learning rate %g (%s)",
+        "Stage %s: %d epochs of %d steps, %s at learning rate %g (%s)%s",
         stage,
         epochs,
+        steps_per_epoch,
         config.optimizer,
         learning_rate,
         config.learning_rate_schedule,
+        f", on {worker.describe()}" if worker.across_processes else "",
     )
     if result.multi_label:
         metrics = [
@@ -202,9 +213,8 @@ def _fit(
         ]
     else:
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    steps_per_epoch = _steps_per_epoch(config, result)
-    fitted = adversarial.for_stage(model, stage, config)
-    if fitted is not model:
+    fitted = _trainer(model, stage, config, worker.across_processes)
+    if isinstance(fitted, AdversarialTraining):
         log.info(
             "Stage %s: adversarial training (%s), %g of each batch perturbed by up to %g grey "
             "levels",
@@ -262,8 +272,29 @@ def _fit(
             _finished_stage_file(config, stage, artifacts.FINISHED_STAGE_HISTORY),
             json.dumps(stage_history).encode(),
         )
-        if config.checkpoint_mirror:
+        if config.checkpoint_mirror and worker.is_chief:
             storage.mirror_folder(config.checkpoint_dir, config.checkpoint_mirror)
+
+
+def _trainer(model, stage: str, config: TrainConfig, across_processes: bool) -> keras.Model:
+    """What ``fit`` trains in ``stage``: ``model`` itself; in the stage that trains the
+    backbone with adversarial training on, a trainer that perturbs a share of each batch;
+    across processes, a trainer Keras can fit there (``trainer``)."""
+    if config.adversarial_training != "none" and stage != "head":
+        trainer = AdversarialTraining(
+            model,
+            config.adversarial_training,
+            config.adversarial_epsilon,
+            config.adversarial_share,
+            across_processes,
+        )
+    elif across_processes:
+        trainer = Trainer(model, across_processes=True)
+    else:
+        return model
+    # Built before fit, as BackupAndRestore requires; its weights are the classifier's.
+    trainer.build(model.input_shape)
+    return trainer
 
 
 class _MirrorCheckpoints(keras.callbacks.Callback):

@@ -10,9 +10,12 @@ nothing to protect: the whole network trains from the start with BatchNormalizat
 normally.
 
 The distribution strategy follows the hardware (``hardware``): MirroredStrategy across the local
-GPUs, MultiWorkerMirroredStrategy when ``TF_CONFIG`` names a cluster of one process (Keras 3
-cannot train across more: the strategy refuses them), the default strategy otherwise;
-``batch_size`` is per replica. On a GPU the model computes in float16
+GPUs, MultiWorkerMirroredStrategy when ``TF_CONFIG`` names a cluster (Kubeflow's TFJob sets it
+in each worker's pod), the default strategy otherwise. ``batch_size`` is per replica, so the
+global batch grows with the replicas; the learning rate is not scaled with it (the log says
+both). Across processes, every worker trains and saves, and only the chief's files are kept
+(``workers``): the others write to a temporary folder, and restore from the chief's
+checkpoints. On a GPU the model computes in float16
 (``mixed_float16``) with a float32 output layer, so scores and the loss keep full precision.
 
 Multi-label data (a list of labels per image) trains a sigmoid per class with binary
@@ -22,7 +25,10 @@ validation split (``thresholds``), and the serving signature applies those thres
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import keras
@@ -31,7 +37,7 @@ import tensorflow_transform as tft
 
 from imgclf.components import artifacts
 from imgclf.components.serving import signature, tflite
-from imgclf.components.training import record
+from imgclf.components.training import record, workers
 from imgclf.components.training.config import TrainConfig
 from imgclf.components.training.dataset import make_dataset, optional_split, sized_for_data
 from imgclf.components.training.hardware import distribution_strategy
@@ -51,7 +57,42 @@ def train(
     keras_model_path: str | None = None,
 ) -> TrainResult:
     """Trains on ``examples_dir/{train,validation}`` and writes the serving SavedModel; with
-    ``keras_model_path``, the Keras model too (a ``.keras`` file, for Grad-CAM)."""
+    ``keras_model_path``, the Keras model too (a ``.keras`` file, for Grad-CAM). A worker
+    other than the chief writes all of that to a temporary folder, then removes it."""
+    worker = workers.from_environment()
+    if worker.is_chief:
+        return _train(examples_dir, transform_dir, model_dir, config, keras_model_path)
+    scratch = Path(tempfile.mkdtemp(prefix=f"imgclf-{worker.task_type}{worker.index}-"))
+    try:
+        return _train(
+            examples_dir,
+            transform_dir,
+            str(scratch / "model"),
+            _written_to(scratch, config),
+            str(scratch / "model.keras") if keras_model_path else None,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _written_to(scratch: Path, config: TrainConfig) -> TrainConfig:
+    """``config`` for a worker other than the chief: its checkpoints and logs in ``scratch``,
+    restored from the chief's (its mirror, or its folder where all workers share a disk)."""
+    return dataclasses.replace(
+        config,
+        checkpoint_dir=str(scratch / "checkpoints") if config.checkpoint_dir else "",
+        checkpoint_mirror=config.checkpoint_mirror or config.checkpoint_dir,
+        tensorboard_dir=str(scratch / "tensorboard") if config.tensorboard_dir else "",
+    )
+
+
+def _train(
+    examples_dir: str,
+    transform_dir: str,
+    model_dir: str,
+    config: TrainConfig,
+    keras_model_path: str | None,
+) -> TrainResult:
     keras.utils.set_random_seed(config.seed)
     config = sized_for_data(config, transform_dir)
     tft_output = tft.TFTransformOutput(transform_dir)
@@ -72,11 +113,17 @@ def train(
         )
     strategy = distribution_strategy()
     result = new_result(examples_dir, class_names, multi_label, config, strategy)
+    if result.workers > 1:
+        log.info("This process is %s", workers.from_environment().describe())
     log.info(
-        "%s with %d replica(s), global batch %d, %s",
+        "%s with %d replica(s) in %d process(es): global batch %d (%d per replica), learning "
+        "rate %g as set (not scaled with the global batch), %s",
         type(strategy).__name__,
         result.replicas,
+        result.workers,
         config.batch_size * result.replicas,
+        config.batch_size,
+        config.learning_rate,
         result.precision_policy,
     )
     if result.class_weights:
