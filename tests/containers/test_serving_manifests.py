@@ -273,6 +273,8 @@ def inference_service_schema() -> dict:
 CRD_FILES = [
     "monitoring.coreos.com_servicemonitors.yaml",
     "monitoring.googleapis.com_podmonitorings.yaml",
+    # The training job's (tests/containers/test_training_job.py).
+    "kubeflow.org_tfjobs.yaml",
 ]
 
 
@@ -1087,7 +1089,7 @@ def test_vendored_files_match_their_recorded_checksums():
             r"^\| `([^`]+)` \|.*\| `([0-9a-f]{64})` \|$", (VENDORED / "README.md").read_text(), re.M
         )
     )
-    assert set(recorded) == {*CRD_FILES, "tensorflow_model_server_main.cc"}
+    assert set(recorded) == {*CRD_FILES, "tensorflow_model_server_main.cc", "tensorflow_types.go"}
     for name, digest in recorded.items():
         assert hashlib.sha256((VENDORED / name).read_bytes()).hexdigest() == digest, name
 

@@ -1,0 +1,109 @@
+"""The TFJob that trains across workers (``pipelines/tfjob.py``), validated against
+Kubeflow's training-operator v1.9.0 TFJob CRD (vendored byte for byte under ``schemas/``, made
+strict as ``test_serving_manifests`` makes every CRD), and read for what training needs."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from test_serving_manifests import VENDORED, InvalidManifest, validate
+
+from pipelines import tfjob
+from pipelines.cluster import ClusterSettings, Toleration
+
+ARGUMENTS = ["--examples", "s3://runs/examples", "--settings", "{}"]
+
+
+def _job(workers: int, settings: ClusterSettings | None = None) -> dict:
+    settings = settings or ClusterSettings.load()
+    return tfjob.training_job(settings, "imgclf-train-abc", "kubeflow", workers, ARGUMENTS)
+
+
+def _pod(job: dict) -> dict:
+    return job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_the_job_for_1_2_and_4_workers_is_a_valid_tfjob_on_the_gpu_pool(workers):
+    settings = ClusterSettings.load(preset="gke")
+    job = _job(workers, settings)
+    validate(job)
+    replicas = job["spec"]["tfReplicaSpecs"]
+    assert list(replicas) == ["Worker"] and replicas["Worker"]["replicas"] == workers
+    pod = _pod(job)
+    (container,) = pod["containers"]
+    assert container["image"] == settings.gpu_image
+    assert container["command"] == ["python", "-m", "imgclf.components.training.job_worker"]
+    assert container["args"] == ARGUMENTS
+    train = settings.resources["train"]
+    assert container["resources"] == {
+        "requests": {"cpu": train.cpu, "memory": train.memory},
+        "limits": {"cpu": train.cpu_limit, "memory": train.memory_limit, "nvidia.com/gpu": "1"},
+    }
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert {"name": "shm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in pod["volumes"]
+
+
+def _go_constant(name: str) -> str:
+    source = (VENDORED / "tensorflow_types.go").read_text()
+    return re.search(rf"^\s*{name}\s*=\s*\"?([^\"\n]+)\"?$", source, re.M).group(1)
+
+
+def test_the_container_and_port_are_the_ones_the_operator_gives_tf_config_and_the_cluster():
+    """training-operator v1.9.0: SetClusterSpec (pkg/controller.v1/tensorflow/
+    tfjob_controller.go) adds TF_CONFIG only to the container named TFJobDefaultContainerName,
+    and the workers' addresses use the port named TFJobDefaultPortName
+    (pkg/apis/kubeflow.org/v1/tensorflow_types.go, vendored)."""
+    (container,) = _pod(_job(2))["containers"]
+    assert container["name"] == _go_constant("TFJobDefaultContainerName") == "tensorflow"
+    (port,) = container["ports"]
+    assert port["name"] == _go_constant("TFJobDefaultPortName")
+    assert port["containerPort"] == int(_go_constant("TFJobDefaultPort"))
+
+
+def test_the_workers_reach_the_store_as_the_train_step_does():
+    settings = ClusterSettings.load().replace(
+        s3_endpoint="http://minio.kubeflow:9000",
+        s3_secret="mlpipeline-minio-artifact",
+        gcp_secret="gcp-key",
+    )
+    job = _job(2, settings)
+    validate(job)
+    (container,) = _pod(job)["containers"]
+    environment = {variable["name"]: variable for variable in container["env"]}
+    assert environment["AWS_ENDPOINT_URL"]["value"] == "http://minio.kubeflow:9000"
+    assert environment["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "mlpipeline-minio-artifact", "key": "secretkey"}
+    }
+    assert environment["GOOGLE_APPLICATION_CREDENTIALS"]["value"] == "/var/secrets/google/key.json"
+    assert {"name": "gcp-key", "secret": {"secretName": "gcp-key"}} in _pod(job)["volumes"]
+
+
+def test_retries_become_restarts_and_a_cpu_only_cluster_asks_for_no_gpu():
+    settings = ClusterSettings.load().replace(gpu_count=0, tolerations=(Toleration("x"),))
+    job = _job(2, settings)
+    validate(job)
+    assert job["spec"]["runPolicy"]["backoffLimit"] == settings.retries["train"].count
+    assert job["spec"]["tfReplicaSpecs"]["Worker"]["restartPolicy"] == "OnFailure"
+    pod = _pod(job)
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
+    assert "tolerations" not in pod and "volumes" not in pod
+
+
+def test_a_misspelt_field_fails_the_crd_schema():
+    """The check can fail: an unknown field in the replica spec is refused, as the API server
+    refuses it under kubectl's default --validate=strict."""
+    job = _job(2)
+    job["spec"]["tfReplicaSpecs"]["Worker"]["replica"] = 2
+    with pytest.raises(InvalidManifest, match="tfReplicaSpecs.Worker"):
+        validate(job)
+
+
+def test_no_workers_is_refused():
+    with pytest.raises(ValueError, match="needs 1 worker or more, not 0"):
+        _job(0)
