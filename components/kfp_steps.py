@@ -228,6 +228,7 @@ def train(
     transform_graph: Input[Artifact],
     settings: dict,
     hyperparameters: dict,
+    worker_job: dict,
     model: Output[Model],
     keras_model: Output[Model],
     metrics: Output[Metrics],
@@ -240,7 +241,9 @@ def train(
     ``hyperparameters`` (from tune, or empty) override the matching settings. Epoch backups
     are copied to the ``checkpoints`` artifact's URI as they are made (KFP uploads outputs only
     after a step succeeds), so a retried or preempted step resumes from them; TensorBoard logs
-    are uploaded with the step's outputs.
+    are uploaded with the step's outputs. With ``workers`` above 1 the training runs in a
+    TFJob of that many pods (``worker_job``: their pod and restarts, from the compiler), whose
+    chief writes the models to this step's output URIs; this step then holds them too.
     """
     import dataclasses
     from pathlib import Path
@@ -259,13 +262,28 @@ def train(
         tensorboard_dir=tensorboard_logs.path,
         **hyperparameters,
     )
-    result = train_model(
-        examples.path,
-        transform_graph.path,
-        model.path,
-        config,
-        keras_model_path=str(Path(keras_model.path) / artifacts.KERAS_MODEL),
-    )
+    if config.workers > 1:
+        from imgclf.components.training import launcher
+
+        result = launcher.train_on_workers(
+            worker_job["pod"],
+            config,
+            {"examples": examples.uri, "transform": transform_graph.uri},
+            {"model": model.uri, "keras_model": keras_model.uri, "checkpoints": checkpoints.uri},
+            int(worker_job["restarts"]),
+            launcher.api_client(),
+        )
+        # KFP uploads what the local paths hold once the step ends: the chief's own files.
+        storage.download_folder(model.uri, model.path)
+        storage.download_folder(keras_model.uri, keras_model.path)
+    else:
+        result = train_model(
+            examples.path,
+            transform_graph.path,
+            model.path,
+            config,
+            keras_model_path=str(Path(keras_model.path) / artifacts.KERAS_MODEL),
+        )
     for name, value in result.final_metrics.items():
         metrics.log_metric(name, value)
     Path(training_curves.path).write_text(

@@ -546,6 +546,13 @@ class TrainSettings(Settings):
         "auto: mixed_float16 on a GPU (float32 output layer, loss scaling), float32 on a CPU",
         choices=MIXED_PRECISION,
     )
+    workers: int = setting(
+        1,
+        "training processes: 1 trains in the train step's pod; more launch a Kubeflow TFJob of "
+        "that many worker pods (each with train's image, resources and GPUs; needs the training "
+        "operator, README: Training across nodes); batch_size stays per replica",
+        within="[1, )",
+    )
     xla: bool = setting(
         False,
         "compile train steps with XLA; refuses rotation, zoom and translation, whose warp has no "

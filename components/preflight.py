@@ -80,9 +80,11 @@ def find_problems(arguments: Mapping[str, Any]) -> list[str]:
             pool.submit(_serving_root_problems, arguments["serving_root"]),
             pool.submit(_model_problems, TrainConfig(**_values_of(TrainConfig, arguments))),
         ]
-        return _snapshot_problems(arguments["data_snapshot"]) + [
-            problem for future in looked_at for problem in future.result()
-        ]
+        return (
+            _snapshot_problems(arguments["data_snapshot"])
+            + _workers_problems(arguments)
+            + [problem for future in looked_at for problem in future.result()]
+        )
 
 
 def arguments_from_step_input(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -114,6 +116,20 @@ def _snapshot_problems(data_snapshot: str) -> list[str]:
     except ValueError as error:
         return [str(error)]
     return []
+
+
+def _workers_problems(arguments: Mapping[str, Any]) -> list[str]:
+    """Several workers are a Kubeflow TFJob, which only a pod on a cluster can start: kubelet
+    sets KUBERNETES_SERVICE_HOST in every pod (Kubernetes, "Accessing the Kubernetes API from
+    a Pod")."""
+    workers = arguments.get("workers", 1)
+    if workers <= 1 or os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return []
+    return [
+        f"workers: {workers} launches a Kubeflow TFJob of {workers} pods, which needs a "
+        "Kubernetes cluster; run the compiled pipeline on one (README: Training across nodes), "
+        "or set workers to 1 here."
+    ]
 
 
 def _data_problems(arguments: Mapping[str, Any]) -> list[str]:

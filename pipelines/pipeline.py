@@ -26,6 +26,7 @@ from imgclf.pipelines.interface import (
     pipeline_signature,
     step_settings,
 )
+from imgclf.pipelines.tfjob import worker_job
 
 PIPELINE_NAME = "imgclf"
 
@@ -95,6 +96,7 @@ def create_pipeline(
             transform_graph=transform_graph,
             settings=settings(TrainSettings),
             hyperparameters=dsl.OneOf(tuned.outputs["Output"], untuned.output),
+            worker_job=worker_job(cluster),
         )
         cluster.apply(trained, "train")
 

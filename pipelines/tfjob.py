@@ -1,139 +1,78 @@
-"""The Kubeflow TFJob that trains across ``workers`` pods: each pod has the train step's image,
-resources, GPU placement, /dev/shm and store credentials, and runs ``job_worker``.
-
-Why TFJob (training-operator v1, ``kubeflow.org/v1``): it is what Kubeflow 1.9 and 1.10
-install and what clusters run today. Kubeflow Trainer v2's TrainJob ships runtimes for
-PyTorch, DeepSpeed, MLX and JAX and none for TensorFlow; JobSet would mean writing TF_CONFIG
-ourselves. The operator's rules this follows (kubeflow/training-operator v1.9.0):
-
-- TF_CONFIG goes only into the container named ``tensorflow``
-  (pkg/controller.v1/tensorflow/tfjob_controller.go, SetClusterSpec), and only when the job
-  is distributed: one worker trains with no TF_CONFIG, exactly as the train step does.
-- The cluster's workers reach each other on the port named ``tfjob-port`` (2222 by default,
-  pkg/apis/kubeflow.org/v1/tensorflow_types.go).
-- Without a Chief replica, worker 0 is the chief, and the job succeeds when it does
-  (successPolicy "", the default).
-"""
+"""The pod each worker of a multi-worker training job runs in: the train step's image,
+resources, GPU placement, /dev/shm and store credentials, as ``ClusterSettings.apply`` gives
+the train step. Made at compile time, since only the compiler knows the cluster settings; the
+train step's launcher (``components/training/launcher.py``) puts it into the TFJob."""
 
 from __future__ import annotations
 
-from pipelines.cluster import GCP_KEY_DIR, SHM_PATH, ClusterSettings
+from imgclf.pipelines.cluster import GCP_KEY_DIR, SHM_PATH, ClusterSettings
 
-API_VERSION = "kubeflow.org/v1"
-CONTAINER = "tensorflow"
-PORT_NAME, PORT = "tfjob-port", 2222
-WORKER_MODULE = "imgclf.components.training.job_worker"
+STEP = "train"
 
 
-def training_job(
-    settings: ClusterSettings,
-    name: str,
-    namespace: str,
-    workers: int,
-    arguments: list[str],
-) -> dict:
-    """The TFJob object: ``workers`` pods running the job worker with ``arguments``."""
-    if workers < 1:
-        raise ValueError(f"A training job needs 1 worker or more, not {workers}.")
-    retry = settings.retries.get("train")
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "TFJob",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {
-                "app.kubernetes.io/part-of": "imgclf",
-                "app.kubernetes.io/component": "train",
-            },
-        },
-        "spec": {
-            "runPolicy": {
-                # Pods that still run once the chief has finished are stopped; finished pods
-                # stay until the job is deleted, so their logs can be read.
-                "cleanPodPolicy": "Running",
-                # A pod that fails restarts in place (OnFailure) and resumes from the
-                # checkpoints; this many restarts of the job's pods, and it has failed.
-                "backoffLimit": retry.count if retry else 0,
-            },
-            "tfReplicaSpecs": {
-                "Worker": {
-                    "replicas": workers,
-                    "restartPolicy": "OnFailure",
-                    "template": {"spec": _pod_spec(settings, arguments)},
-                }
-            },
-        },
-    }
+def worker_job(settings: ClusterSettings) -> dict:
+    """What the train step needs to launch its workers: their ``pod`` and how many times the
+    job's pods may be restarted (``restarts``, the train step's retries)."""
+    retry = settings.retries.get(STEP)
+    return {"pod": worker_pod(settings), "restarts": retry.count if retry else 0}
 
 
-def _pod_spec(settings: ClusterSettings, arguments: list[str]) -> dict:
-    container = {
-        "name": CONTAINER,
-        "image": settings.gpu_image if "train" in settings.gpu_steps else settings.step_image,
-        "command": ["python", "-m", WORKER_MODULE],
-        "args": list(arguments),
-        "ports": [{"name": PORT_NAME, "containerPort": PORT}],
-        "env": _environment(settings),
+def worker_pod(settings: ClusterSettings) -> dict:
+    """The PodSpec of a training worker; the launcher names its one container and sets its
+    command."""
+    on_gpu = STEP in settings.gpu_steps and settings.gpu_count > 0
+    container: dict = {
+        "image": settings.gpu_image if STEP in settings.gpu_steps else settings.step_image,
+        "env": _store_environment(settings),
     }
     pod: dict = {"containers": [container]}
-    wanted = settings.resources.get("train")
-    if wanted:
+    if STEP in settings.resources:
+        wanted = settings.resources[STEP]
         container["resources"] = {
             "requests": {"cpu": wanted.cpu, "memory": wanted.memory},
             "limits": {"cpu": wanted.cpu_limit, "memory": wanted.memory_limit},
         }
-    if "train" in settings.gpu_steps and settings.gpu_count > 0:
-        resources = container.setdefault("resources", {"requests": {}, "limits": {}})
-        resources["limits"][settings.accelerator] = str(settings.gpu_count)
+    if on_gpu:
+        limits = container.setdefault("resources", {}).setdefault("limits", {})
+        limits[settings.accelerator] = str(settings.gpu_count)
         if settings.node_selector:
             pod["nodeSelector"] = dict(settings.node_selector)
         if settings.tolerations:
-            pod["tolerations"] = [
-                {
-                    key: value
-                    for key, value in (
-                        ("key", toleration.key),
-                        ("operator", toleration.operator),
-                        ("value", toleration.value),
-                        ("effect", toleration.effect),
-                    )
-                    if value is not None
-                }
-                for toleration in settings.tolerations
-            ]
-        _mount(pod, {"medium": "Memory", "sizeLimit": settings.shm_size}, "shm", SHM_PATH)
+            pod["tolerations"] = [_toleration(t) for t in settings.tolerations]
+        _mount(pod, "shm", SHM_PATH, emptyDir={"medium": "Memory", "sizeLimit": settings.shm_size})
     if settings.gcp_secret:
-        _mount(pod, {"secretName": settings.gcp_secret}, "gcp-key", GCP_KEY_DIR)
+        _mount(pod, "gcp-key", GCP_KEY_DIR, secret={"secretName": settings.gcp_secret})
         container["env"].append(
             {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{GCP_KEY_DIR}/key.json"}
         )
     return pod
 
 
-def _mount(pod: dict, source: dict, name: str, path: str) -> None:
-    """An emptyDir (``source`` has a medium) or a Secret's files at ``path``."""
-    kind = "emptyDir" if "medium" in source else "secret"
-    pod.setdefault("volumes", []).append({"name": name, kind: source})
-    mount = {"name": name, "mountPath": path, **({"readOnly": True} if kind == "secret" else {})}
+def _toleration(toleration) -> dict:
+    fields = {
+        "key": toleration.key,
+        "operator": toleration.operator,
+        "value": toleration.value,
+        "effect": toleration.effect,
+    }
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _mount(pod: dict, name: str, path: str, **source: dict) -> None:
+    pod.setdefault("volumes", []).append({"name": name, **source})
+    mount = {"name": name, "mountPath": path, **({"readOnly": True} if "secret" in source else {})}
     pod["containers"][0].setdefault("volumeMounts", []).append(mount)
 
 
-def _environment(settings: ClusterSettings) -> list[dict]:
-    """How the workers reach the store, as the train step does (``ClusterSettings.apply``)."""
+def _store_environment(settings: ClusterSettings) -> list[dict]:
+    """The endpoint and keys the train step reaches S3 with (``ClusterSettings._reach_s3``)."""
     environment = []
     if settings.s3_endpoint:
         environment.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint})
     if settings.s3_secret:
-        access_key, secret_key = settings.s3_secret_keys
-        for key, variable in (
-            (access_key, "AWS_ACCESS_KEY_ID"),
-            (secret_key, "AWS_SECRET_ACCESS_KEY"),
-        ):
-            environment.append(
-                {
-                    "name": variable,
-                    "valueFrom": {"secretKeyRef": {"name": settings.s3_secret, "key": key}},
-                }
-            )
+        variables = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        keys = zip(settings.s3_secret_keys, variables, strict=True)
+        for key, variable in keys:
+            reference = {"secretKeyRef": {"name": settings.s3_secret, "key": key}}
+            environment.append({"name": variable, "valueFrom": reference})
     return environment

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from imgclf.components import artifacts, logs, storage
+from imgclf.components import artifacts, failures, logs, storage
 from imgclf.components.training import workers
 from imgclf.components.training.config import TrainConfig
 from imgclf.components.training.stages import TrainResult
@@ -71,7 +71,12 @@ def _run_in(
 
 def _readable(uri: str, local_dir: Path) -> str:
     """A local folder holding what ``uri`` holds: TensorFlow's file system reads no S3."""
-    return str(storage.download_folder(uri, local_dir)) if storage.is_remote(uri) else uri
+    if not storage.is_remote(uri):
+        return uri
+    storage.download_folder(uri, local_dir)
+    if not local_dir.is_dir():
+        raise FileNotFoundError(f"Nothing at {uri}: the step's input has no files there.")
+    return str(local_dir)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", required=True, type=json.loads, metavar="JSON")
     arguments = parser.parse_args(argv)
     logs.configure()
+    failures.report_uncaught("train")
     result = run(
         arguments.examples,
         arguments.transform,

@@ -54,6 +54,7 @@ BAD_CONFIGURATIONS = [
     (["--tflite", "int4"], "tflite"),
     (["--dropout", "1"], "dropout"),
     (["--min-images-per-class", "0"], "min_images_per_class"),
+    (["--workers", "2"], "workers"),
 ]
 
 

@@ -1089,7 +1089,12 @@ def test_vendored_files_match_their_recorded_checksums():
             r"^\| `([^`]+)` \|.*\| `([0-9a-f]{64})` \|$", (VENDORED / "README.md").read_text(), re.M
         )
     )
-    assert set(recorded) == {*CRD_FILES, "tensorflow_model_server_main.cc", "tensorflow_types.go"}
+    assert set(recorded) == {
+        *CRD_FILES,
+        "tensorflow_model_server_main.cc",
+        "tensorflow_types.go",
+        "common_types.go",
+    }
     for name, digest in recorded.items():
         assert hashlib.sha256((VENDORED / name).read_bytes()).hexdigest() == digest, name
 

@@ -1,4 +1,5 @@
-"""The TFJob that trains across workers (``pipelines/tfjob.py``), validated against
+"""The TFJob that trains across workers (``components/training/launcher.py`` around the pod of
+``pipelines/tfjob.py``), validated against
 Kubeflow's training-operator v1.9.0 TFJob CRD (vendored byte for byte under ``schemas/``, made
 strict as ``test_serving_manifests`` makes every CRD), and read for what training needs."""
 
@@ -7,17 +8,20 @@ from __future__ import annotations
 import re
 
 import pytest
+import yaml
 from test_serving_manifests import VENDORED, InvalidManifest, validate
 
-from pipelines import tfjob
-from pipelines.cluster import ClusterSettings, Toleration
+from imgclf.components.training import launcher
+from imgclf.pipelines import cli, tfjob
+from imgclf.pipelines.cluster import ClusterSettings, Toleration
 
 ARGUMENTS = ["--examples", "s3://runs/examples", "--settings", "{}"]
 
 
 def _job(workers: int, settings: ClusterSettings | None = None) -> dict:
     settings = settings or ClusterSettings.load()
-    return tfjob.training_job(settings, "imgclf-train-abc", "kubeflow", workers, ARGUMENTS)
+    pod = tfjob.worker_pod(settings)
+    return launcher.training_job(pod, "imgclf-train-abc", "kubeflow", workers, ARGUMENTS, 3)
 
 
 def _pod(job: dict) -> dict:
@@ -49,9 +53,9 @@ def test_the_job_for_1_2_and_4_workers_is_a_valid_tfjob_on_the_gpu_pool(workers)
     assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in pod["volumes"]
 
 
-def _go_constant(name: str) -> str:
-    source = (VENDORED / "tensorflow_types.go").read_text()
-    return re.search(rf"^\s*{name}\s*=\s*\"?([^\"\n]+)\"?$", source, re.M).group(1)
+def _go_constant(name: str, file: str = "tensorflow_types.go") -> str:
+    source = (VENDORED / file).read_text()
+    return re.search(rf"^\s*{name}\s+\w*\s*=\s*\"?([^\"\n]+)\"?$", source, re.M).group(1)
 
 
 def test_the_container_and_port_are_the_ones_the_operator_gives_tf_config_and_the_cluster():
@@ -64,6 +68,14 @@ def test_the_container_and_port_are_the_ones_the_operator_gives_tf_config_and_th
     (port,) = container["ports"]
     assert port["name"] == _go_constant("TFJobDefaultPortName")
     assert port["containerPort"] == int(_go_constant("TFJobDefaultPort"))
+
+
+def test_the_launcher_reads_the_labels_and_conditions_the_operator_writes():
+    """pkg/apis/kubeflow.org/v1/common_types.go (vendored): the job-name label on every pod
+    and the condition types a finished job ends in."""
+    assert _go_constant("JobNameLabel", "common_types.go") == launcher.JOB_NAME_LABEL
+    assert _go_constant("JobSucceeded", "common_types.go") == launcher.SUCCEEDED
+    assert _go_constant("JobFailed", "common_types.go") == launcher.FAILED
 
 
 def test_the_workers_reach_the_store_as_the_train_step_does():
@@ -82,13 +94,15 @@ def test_the_workers_reach_the_store_as_the_train_step_does():
     }
     assert environment["GOOGLE_APPLICATION_CREDENTIALS"]["value"] == "/var/secrets/google/key.json"
     assert {"name": "gcp-key", "secret": {"secretName": "gcp-key"}} in _pod(job)["volumes"]
+    assert launcher.job_name("s3://a/checkpoints") == launcher.job_name("s3://a/checkpoints")
+    assert launcher.job_name("s3://a/checkpoints") != launcher.job_name("s3://b/checkpoints")
 
 
-def test_retries_become_restarts_and_a_cpu_only_cluster_asks_for_no_gpu():
+def test_failed_pods_restart_and_a_cpu_only_cluster_asks_for_no_gpu():
     settings = ClusterSettings.load().replace(gpu_count=0, tolerations=(Toleration("x"),))
     job = _job(2, settings)
     validate(job)
-    assert job["spec"]["runPolicy"]["backoffLimit"] == settings.retries["train"].count
+    assert job["spec"]["runPolicy"]["backoffLimit"] == 3
     assert job["spec"]["tfReplicaSpecs"]["Worker"]["restartPolicy"] == "OnFailure"
     pod = _pod(job)
     assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
@@ -107,3 +121,37 @@ def test_a_misspelt_field_fails_the_crd_schema():
 def test_no_workers_is_refused():
     with pytest.raises(ValueError, match="needs 1 worker or more, not 0"):
         _job(0)
+
+
+def _train_task(spec) -> dict:
+    for component in [spec["root"], *spec["components"].values()]:
+        tasks = component.get("dag", {}).get("tasks", {})
+        if "train" in tasks:
+            return tasks["train"]
+    raise AssertionError("no train task")
+
+
+def test_with_workers_train_launches_a_valid_tfjob_of_the_compiled_pods(tmp_path):
+    """``workers`` is a run parameter that reaches train, whose input carries the pods its
+    launcher starts: with workers=4 that is a valid TFJob (the training operator's CRD,
+    tests/containers/test_training_job.py) of 4 pods in the GPU image, on the GPU pool."""
+    path = tmp_path / "pipeline.yaml"
+    images = [
+        "--image",
+        "registry.example/imgclf:1",
+        "--gpu-image",
+        "registry.example/imgclf-gpu:1",
+    ]
+    assert cli.main(["compile", "-o", str(path), *images]) == 0
+    spec = next(yaml.safe_load_all(path.read_text()))
+    assert spec["root"]["inputDefinitions"]["parameters"]["workers"]["defaultValue"] == 1
+    inputs = _train_task(spec)["inputs"]["parameters"]
+    settings = inputs["settings"]["runtimeValue"]["constant"]
+    assert settings["workers"] == "{{$.inputs.parameters['pipelinechannel--workers']}}"
+    worker_job = inputs["worker_job"]["runtimeValue"]["constant"]
+    job = launcher.training_job(worker_job["pod"], "imgclf-train-x", "kubeflow", 4, [], 3)
+    validate(job)
+    (container,) = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"]
+    assert container["image"] == "registry.example/imgclf-gpu:1"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert worker_job["restarts"] == 3
