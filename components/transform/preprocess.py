@@ -282,18 +282,40 @@ def beam_runner(options: PipelineOptions) -> PipelineRunner | None:
 def remote_runner_args(
     beam_pipeline_args: list[str], task_root_uri: str, step_image: str
 ) -> list[str]:
-    """Beam options for workers elsewhere, the user's first: ``step_image`` as the workers'
-    environment (so they have this package and its pinned TensorFlow), and a temp location
-    beside the step's outputs when none is given."""
-    from apache_beam.options.pipeline_options import GoogleCloudOptions, WorkerOptions
+    """Beam options for workers elsewhere, the user's first and untouched: ``step_image`` as
+    the workers' environment (so they have this package and its pinned TensorFlow), and a
+    temp location beside the step's outputs when none is given.
+
+    Where the image goes depends on the runner (Beam 2.77): Dataflow's workers run
+    ``--sdk_container_image`` (WorkerOptions; apache_beam/runners/dataflow/internal/
+    apiclient.py, get_container_image_from_options), while a portable runner (Flink, Spark,
+    PortableRunner) builds its workers' environment from ``--environment_type`` and
+    ``--environment_config`` alone (apache_beam/transforms/environments.py, Environment and
+    DockerEnvironment.from_options; DOCKER when no type is given). An EXTERNAL environment's
+    workers are a worker pool the cluster runs (its image is that pool's), so it is left as
+    it is."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
 
     options = PipelineOptions(beam_pipeline_args)
-    added = []
-    if step_image and not options.view_as(WorkerOptions).sdk_container_image:
-        added.append(f"--sdk_container_image={step_image}")
+    added = _worker_image_args(options, step_image) if step_image else []
     if not options.view_as(GoogleCloudOptions).temp_location:
         added.append(f"--temp_location={storage.join(task_root_uri, 'beam-temp')}")
     return [*beam_pipeline_args, *added]
+
+
+def _worker_image_args(options: PipelineOptions, step_image: str) -> list[str]:
+    from apache_beam.options.pipeline_options import PortableOptions, StandardOptions, WorkerOptions
+
+    if (options.view_as(StandardOptions).runner or "").lower().startswith("dataflow"):
+        given = options.view_as(WorkerOptions).sdk_container_image
+        return [] if given else [f"--sdk_container_image={step_image}"]
+    portable = options.view_as(PortableOptions)
+    if (portable.environment_type or "DOCKER").upper() != "DOCKER":
+        return []
+    if portable.environment_config or portable.lookup_environment_option("docker_container_image"):
+        return []
+    chosen = [] if portable.environment_type else ["--environment_type=DOCKER"]
+    return [*chosen, f"--environment_config={step_image}"]
 
 
 def _check_reachable_by_workers(*output_dirs: str) -> None:

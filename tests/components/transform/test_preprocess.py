@@ -172,6 +172,40 @@ def test_two_worker_processes_write_the_same_records(prepared, tmp_path):
     assert written == _examples(prepared["examples"])
 
 
+def test_two_worker_processes_write_the_same_records_to_the_s3_emulator(
+    prepared, tmp_path, s3_bucket
+):
+    """The multi-process DirectRunner writing the TFRecords through Beam's own S3 file system
+    (apache_beam/io/aws, configured by Beam's S3Options) to moto's S3 server: the same
+    examples as the in-memory run. The transform graph is a SavedModel, which TensorFlow's
+    file system writes, and it has no S3: it stays on this disk."""
+    environment = {name: os.environ[name] for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID")}
+    s3_options = [
+        f"--s3_endpoint_url={environment['AWS_ENDPOINT_URL']}",
+        f"--s3_access_key_id={environment['AWS_ACCESS_KEY_ID']}",
+        f"--s3_secret_access_key={os.environ['AWS_SECRET_ACCESS_KEY']}",
+        f"--s3_region_name={os.environ['AWS_DEFAULT_REGION']}",
+    ]
+    examples_uri = f"{s3_bucket.root}/examples"
+    preprocess(
+        prepared["validated"],
+        examples_uri,
+        str(tmp_path / "transform"),
+        PreprocessSettings(
+            image_size=IMAGE_SIZE,
+            beam_pipeline_args=[
+                "--runner=DirectRunner",
+                "--direct_running_mode=multi_processing",
+                "--direct_num_workers=2",
+                *s3_options,
+            ],
+        ),
+    )
+    written = _examples(storage.download_folder(examples_uri, tmp_path / "from-s3"))
+    assert len(written) == len(manifest.read(prepared["validated"]))
+    assert written == _examples(prepared["examples"])
+
+
 @pytest.mark.parametrize(
     "args, remote",
     [
@@ -198,6 +232,68 @@ def test_remote_workers_run_the_step_image_and_keep_temp_files_beside_the_output
     ]
     own = ["--runner=DataflowRunner", "--sdk_container_image=mine:1", "--temp_location=gs://t/x"]
     assert preprocess_step.remote_runner_args(own, root, image) == own
+
+
+DATAFLOW_AUTOSCALING = [
+    "--runner=DataflowRunner",
+    "--project=my-project",
+    "--region=europe-west4",
+    "--machine_type=n2-highmem-4",
+    "--autoscaling_algorithm=THROUGHPUT_BASED",
+    "--num_workers=2",
+    "--max_num_workers=50",
+    "--disk_size_gb=100",
+    "--experiments=use_runner_v2",
+]
+# A Flink session cluster from the Flink Kubernetes Operator, reached through Beam's Flink job
+# server (containers/beam/flink.yaml): workers in a Beam worker pool beside each TaskManager.
+FLINK_WORKER_POOL = [
+    "--runner=PortableRunner",
+    "--job_endpoint=imgclf-beam-job-server:8099",
+    "--artifact_endpoint=imgclf-beam-job-server:8098",
+    "--environment_type=EXTERNAL",
+    "--environment_config=localhost:50000",
+    "--parallelism=8",
+]
+FLINK_DOCKER = ["--runner=FlinkRunner", "--flink_master=imgclf-flink-rest:8081", "--parallelism=8"]
+
+
+def _image_beam_gives_workers(options) -> str | None:
+    """The worker image as Beam itself derives it from the options, per runner."""
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.runners.dataflow.internal import apiclient
+    from apache_beam.transforms.environments import Environment
+
+    if options.view_as(StandardOptions).runner.startswith("Dataflow"):
+        return apiclient.get_container_image_from_options(options)
+    environment = Environment.from_options(options)
+    return getattr(environment, "container_image", None) or getattr(environment, "url", None)
+
+
+@pytest.mark.parametrize(
+    "user_args, workers_run",
+    [
+        (DATAFLOW_AUTOSCALING, "registry.example/imgclf:9"),
+        (FLINK_DOCKER, "registry.example/imgclf:9"),
+        (FLINK_WORKER_POOL, "localhost:50000"),
+    ],
+    ids=["dataflow-autoscaling", "flink-docker", "flink-worker-pool"],
+)
+def test_remote_runner_options_reach_beam_unchanged_with_the_workers_image(user_args, workers_run):
+    """Parsed by Beam's own PipelineOptions, every option the user passed has its value, and
+    the workers run the step image: Dataflow's through --sdk_container_image, a portable
+    runner's through its DOCKER environment; an EXTERNAL worker pool (Flink's Beam sidecar)
+    keeps its address, its image being the pool's."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    root = "gs://runs/imgclf/run-1/preprocess/salt"
+    args = preprocess_step.remote_runner_args(user_args, root, "registry.example/imgclf:9")
+    assert args[: len(user_args)] == user_args
+    given = PipelineOptions(user_args).get_all_options(drop_default=True)
+    passed = PipelineOptions(args).get_all_options(drop_default=True)
+    assert {name: passed[name] for name in given} == given
+    assert passed["temp_location"] == f"{root}/beam-temp"
+    assert _image_beam_gives_workers(PipelineOptions(args)) == workers_run
 
 
 def test_a_remote_runner_is_refused_outputs_its_workers_cannot_write(tmp_path):
