@@ -275,6 +275,8 @@ CRD_FILES = [
     "monitoring.googleapis.com_podmonitorings.yaml",
     # The training job's (tests/containers/test_training_job.py).
     "kubeflow.org_tfjobs.yaml",
+    # Preprocess on Flink (tests/containers/test_flink_manifests.py).
+    "flinkdeployments.flink.apache.org-v1.yml",
 ]
 
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from test_serving_manifests import VENDORED, InvalidManifest, validate
 
+from conftest import REPO
 from imgclf.components.training import launcher
 from imgclf.pipelines import cli, tfjob
 from imgclf.pipelines.cluster import ClusterSettings, Toleration
@@ -155,3 +156,24 @@ def test_with_workers_train_launches_a_valid_tfjob_of_the_compiled_pods(tmp_path
     assert container["image"] == "registry.example/imgclf-gpu:1"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert worker_job["restarts"] == 3
+
+
+def test_the_launchers_role_allows_every_call_it_makes_and_no_more():
+    """containers/training/rbac.yaml against the kubernetes client calls in launcher.py:
+    create_, get_ and delete_namespaced_custom_object on tfjobs; read_namespaced_pod and
+    list_namespaced_pod; read_namespaced_pod_log (the pods/log subresource)."""
+    role, binding = yaml.safe_load_all((REPO / "containers" / "training" / "rbac.yaml").read_text())
+    for manifest in (role, binding):
+        validate(manifest)
+    granted = {
+        (group, resource): set(rule["verbs"])
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert granted == {
+        ("kubeflow.org", "tfjobs"): {"create", "get", "delete"},
+        ("", "pods"): {"get", "list"},
+        ("", "pods/log"): {"get"},
+    }
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]

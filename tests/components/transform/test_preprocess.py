@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
+from beam_options import DATAFLOW_AUTOSCALING, FLINK_DOCKER, FLINK_WORKER_POOL
 from PIL import Image
 
 from conftest import CLASS_COLOURS, IMAGE_SIZE, LABEL_CORNERS, REPO, encode_image
@@ -232,30 +233,6 @@ def test_remote_workers_run_the_step_image_and_keep_temp_files_beside_the_output
     ]
     own = ["--runner=DataflowRunner", "--sdk_container_image=mine:1", "--temp_location=gs://t/x"]
     assert preprocess_step.remote_runner_args(own, root, image) == own
-
-
-DATAFLOW_AUTOSCALING = [
-    "--runner=DataflowRunner",
-    "--project=my-project",
-    "--region=europe-west4",
-    "--machine_type=n2-highmem-4",
-    "--autoscaling_algorithm=THROUGHPUT_BASED",
-    "--num_workers=2",
-    "--max_num_workers=50",
-    "--disk_size_gb=100",
-    "--experiments=use_runner_v2",
-]
-# A Flink session cluster from the Flink Kubernetes Operator, reached through Beam's Flink job
-# server (containers/beam/flink.yaml): workers in a Beam worker pool beside each TaskManager.
-FLINK_WORKER_POOL = [
-    "--runner=PortableRunner",
-    "--job_endpoint=imgclf-beam-job-server:8099",
-    "--artifact_endpoint=imgclf-beam-job-server:8098",
-    "--environment_type=EXTERNAL",
-    "--environment_config=localhost:50000",
-    "--parallelism=8",
-]
-FLINK_DOCKER = ["--runner=FlinkRunner", "--flink_master=imgclf-flink-rest:8081", "--parallelism=8"]
 
 
 def _image_beam_gives_workers(options) -> str | None:
