@@ -166,7 +166,7 @@ def run(job: dict, api_client, poll_seconds: float = 5.0, log_lines=print) -> No
 
     jobs, core = client.CustomObjectsApi(api_client), client.CoreV1Api(api_client)
     name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
-    _create_or_adopt(jobs, job)
+    _create_or_adopt(jobs, job, poll_seconds)
     follower = threading.Thread(
         target=_follow_chief_log, args=(core, name, namespace, log_lines), daemon=True
     )
@@ -181,7 +181,9 @@ def run(job: dict, api_client, poll_seconds: float = 5.0, log_lines=print) -> No
         _delete(jobs, name, namespace)
 
 
-def _create_or_adopt(jobs, job: dict) -> None:
+def _create_or_adopt(jobs, job: dict, poll_seconds: float) -> None:
+    """Creates ``job``; where an earlier attempt of this step created it, waits for that one
+    if it still runs or succeeded, and starts it again if it failed."""
     from kubernetes.client.exceptions import ApiException
 
     name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
@@ -189,25 +191,47 @@ def _create_or_adopt(jobs, job: dict) -> None:
     try:
         jobs.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, job)
         log.info("Started TFJob %s/%s: %d workers", namespace, name, workers)
+        return
     except ApiException as error:
         if error.status != 409:
             raise RuntimeError(_api_problem("create", namespace, name, error)) from None
+    earlier = _latest_condition(jobs, name, namespace)
+    if not earlier or earlier["type"] != FAILED:
         log.info(
             "TFJob %s/%s exists (an earlier attempt of this step): waiting for it", namespace, name
         )
+        return
+    log.info("TFJob %s/%s of an earlier attempt failed: starting it again", namespace, name)
+    _delete(jobs, name, namespace)
+    while _exists(jobs, name, namespace):
+        time.sleep(poll_seconds)
+    jobs.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, job)
+
+
+def _exists(jobs, name: str, namespace: str) -> bool:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        jobs.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+def _latest_condition(jobs, name: str, namespace: str) -> dict | None:
+    found = jobs.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    conditions = (found.get("status") or {}).get("conditions") or ()
+    current = [c for c in conditions if c.get("status") == "True"]
+    return current[-1] if current else None
 
 
 def _wait(jobs, name: str, namespace: str, poll_seconds: float) -> dict:
     """The job's final condition (Succeeded or Failed), logging each new one on the way."""
     seen = None
     while True:
-        found = jobs.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        conditions = [
-            c
-            for c in (found.get("status") or {}).get("conditions") or ()
-            if c.get("status") == "True"
-        ]
-        latest = conditions[-1] if conditions else None
+        latest = _latest_condition(jobs, name, namespace)
         if latest and latest["type"] != seen:
             seen = latest["type"]
             log.info("TFJob %s: %s (%s)", name, seen, latest.get("message", ""))
