@@ -287,7 +287,7 @@ def train(
     for name, value in result.final_metrics.items():
         metrics.log_metric(name, value)
     Path(training_curves.path).write_text(
-        training_curves_page(result.history, result.stages, result.kept)
+        training_curves_page(result.history, result.stages, result.kept, result.fine_tune_skipped)
     )
     model.metadata.update(
         backbone=config.backbone, classes=result.class_names, epochs=len(result.stages)

@@ -466,6 +466,13 @@ class TrainSettings(Settings):
         "frozen) at a tenth of the learning rate",
         within="[0, )",
     )
+    min_fine_tune_images_per_class: int = setting(
+        50,
+        "stage 2 runs only where the train split has at least this many images a class (on "
+        "average): on fewer, fine-tuning the backbone overfits them and a validation split of a "
+        "few images cannot tell that it did, so the head stage's model is exported; 0: always",
+        within="[0, )",
+    )
     batch_size: int = setting(
         32,
         "images per step (per replica with several GPUs)",

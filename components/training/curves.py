@@ -19,10 +19,17 @@ def training_curves(history: dict[str, list[float]], stages: list[str]) -> str:
 
 
 def training_curves_page(
-    history: dict[str, list[float]], stages: list[str], kept: dict | None = None
+    history: dict[str, list[float]],
+    stages: list[str],
+    kept: dict | None = None,
+    fine_tune_skipped: str | None = None,
 ) -> str:
-    """The curves, with the epochs per stage and the epoch whose weights were exported."""
+    """The curves, with the epochs per stage, why fine-tuning did not run where it was asked
+    for, and the epoch whose weights were exported."""
     epochs = ", ".join(f"{stage}: {stages.count(stage)}" for stage in dict.fromkeys(stages))
+    skipped = (
+        f" Fine-tuning skipped: {html.escape(fine_tune_skipped)}." if fine_tune_skipped else ""
+    )
     exported = (
         f" Exported: the weights of epoch {kept['epoch']} ({html.escape(kept['stage'])} stage), "
         f"the lowest validation loss ({kept['val_loss']:.4g})."
@@ -32,7 +39,7 @@ def training_curves_page(
     return page(
         "Training curves",
         [
-            f"<p>Epochs per stage: {html.escape(epochs or 'none')}.{exported}</p>",
+            f"<p>Epochs per stage: {html.escape(epochs or 'none')}.{skipped}{exported}</p>",
             training_curves(history, stages),
         ],
     )

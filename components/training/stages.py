@@ -57,6 +57,8 @@ class TrainResult:
     # The head stage's first epoch (0-based) that early stopping may pick: the one that
     # completes min_head_steps.
     head_selectable_from: int = 0
+    # Why stage 2 did not run though fine_tune_epochs asked for it; None where it ran.
+    fine_tune_skipped: str | None = None
 
     @property
     def final_metrics(self) -> dict[str, float]:
@@ -122,7 +124,7 @@ def fit_stages(
             callbacks,
             selectable_from=result.head_selectable_from,
         )
-        if config.fine_tune_epochs > 0:
+        if fine_tunes(config, result):
             _fine_tune(model, backbone, data, config, result, callbacks)
     result.kept = best_epoch(result)
 
@@ -148,6 +150,25 @@ def head_schedule(config: TrainConfig, result: TrainResult) -> tuple[int, int]:
             config.min_head_steps,
         )
     return epochs, max(needed - 1, 0)
+
+
+def fine_tunes(config: TrainConfig, result: TrainResult) -> bool:
+    """Whether stage 2 runs: asked for, and on enough images a class that it can pay and be
+    seen to. Where it does not run for want of images, ``result.fine_tune_skipped`` says why."""
+    if config.fine_tune_epochs == 0:
+        return False
+    per_class = result.train_images / max(len(result.class_names), 1)
+    if per_class >= config.min_fine_tune_images_per_class:
+        return True
+    result.fine_tune_skipped = (
+        f"{result.train_images} train images make {per_class:.0f} a class, fewer than "
+        f"min_fine_tune_images_per_class={config.min_fine_tune_images_per_class}"
+    )
+    log.info(
+        "Stage 2 (fine-tuning) skipped: %s; the head stage's model is exported",
+        result.fine_tune_skipped,
+    )
+    return False
 
 
 def _steps_per_epoch(config: TrainConfig, result: TrainResult) -> int:

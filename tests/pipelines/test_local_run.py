@@ -232,7 +232,8 @@ def test_a_multi_label_csv_listing_runs_end_to_end(tmp_path, capsys):
 def test_twenty_photos_a_class_in_train_and_test_folders_only_give_a_blessed_model(tmp_path):
     """The small-data case of #27: three classes of 20 photos, train/ and test/ folders,
     3 + 1 epochs at 128 px. It exported a chance-level model (head: four optimizer steps;
-    fine-tuning: wrecked) that the blessing floor refused."""
+    fine-tuning: wrecked) that the blessing floor refused. 18 train images a class are too few
+    to fine-tune on (min_fine_tune_images_per_class): the head's model is the one exported."""
     data = tmp_path / "data"
     for label in ("dress", "shirt", "shorts"):
         for split, count in (("train", 20), ("test", None)):
@@ -249,6 +250,10 @@ def test_twenty_photos_a_class_in_train_and_test_folders_only_give_a_blessed_mod
     assert summary["images"] == {"train": 54, "validation": 6, "test": 71}
     assert summary["blessed"] is True, summary
     assert summary["candidate"]["accuracy"] >= 0.5
+    trained = Path(summary["pushed"]["path"]) / "assets.extra" / "training.json"
+    record = json.loads(trained.read_text())
+    assert set(record["stages"]) == {"head"}
+    assert record["fine_tune_skipped"].startswith("54 train images make 18 a class")
 
 
 @needs_clothing

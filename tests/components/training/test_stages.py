@@ -10,6 +10,7 @@ from imgclf.components.training.network import build_model
 from imgclf.components.training.stages import (
     TrainResult,
     best_epoch,
+    fine_tunes,
     fit_stages,
     head_schedule,
     new_result,
@@ -83,6 +84,30 @@ class _WreckFineTuning(keras.callbacks.Callback):
                 variable.assign(rng.normal(0, 5, variable.shape).astype(variable.dtype))
 
 
+def test_fine_tuning_runs_only_on_enough_images_a_class_and_says_why_not():
+    """The few-per-class data set of bench.quality: 54 train images of 3 classes (18 a class)
+    is below min_fine_tune_images_per_class, the two-class one (225 of 2) above it."""
+    few = TrainResult(class_names=["dress", "shirt", "shorts"], train_images=54)
+    assert not fine_tunes(TrainConfig(fine_tune_epochs=30), few)
+    assert few.fine_tune_skipped == (
+        "54 train images make 18 a class, fewer than min_fine_tune_images_per_class=50"
+    )
+    page = training_curves_page({"loss": [1.0, 0.5]}, ["head", "head"], None, few.fine_tune_skipped)
+    assert "Fine-tuning skipped: 54 train images make 18 a class" in page
+
+    asked_for_anyway = TrainResult(class_names=["dress", "shirt", "shorts"], train_images=54)
+    assert fine_tunes(
+        TrainConfig(fine_tune_epochs=30, min_fine_tune_images_per_class=0), asked_for_anyway
+    )
+    assert asked_for_anyway.fine_tune_skipped is None
+
+    two_class = TrainResult(class_names=["longsleeve", "t-shirt"], train_images=225)
+    assert fine_tunes(TrainConfig(fine_tune_epochs=30), two_class)
+    not_asked = TrainResult(class_names=["longsleeve", "t-shirt"], train_images=225)
+    assert not fine_tunes(TrainConfig(fine_tune_epochs=0), not_asked)
+    assert not_asked.fine_tune_skipped is None
+
+
 @needs_weights
 def test_a_fine_tuning_stage_that_does_worse_leaves_the_head_stages_best(prepared):
     config = TrainConfig(
@@ -93,6 +118,7 @@ def test_a_fine_tuning_stage_that_does_worse_leaves_the_head_stages_best(prepare
         epochs=2,
         min_head_steps=0,
         fine_tune_epochs=2,
+        min_fine_tune_images_per_class=0,
         learning_rate=0.003,
         learning_rate_schedule="constant",
         augmentations="none",

@@ -42,7 +42,12 @@ def test_a_random_search_scores_each_trial_on_validation_and_returns_the_best(pr
 def test_a_bayesian_search_of_a_pretrained_backbone_also_tunes_the_unfrozen_share(
     prepared, tmp_path
 ):
-    config = _config(weights=str(MOBILENET_WEIGHTS), epochs=1, fine_tune_epochs=1)
+    config = _config(
+        weights=str(MOBILENET_WEIGHTS),
+        epochs=1,
+        fine_tune_epochs=1,
+        min_fine_tune_images_per_class=0,
+    )
     best = tune.tune(
         prepared["examples"], prepared["transform"], str(tmp_path), config, 2, "bayesian"
     )
