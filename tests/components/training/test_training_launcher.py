@@ -36,6 +36,19 @@ CONFIG = TrainConfig(
 )
 
 
+def _train_on(operator, config, inputs, outputs, log_lines=lambda line: None):
+    return launcher.train_on_workers(
+        CPU_POD,
+        config,
+        inputs,
+        outputs,
+        restarts=0,
+        api_client=_api(operator),
+        poll_seconds=0.5,
+        log_lines=log_lines,
+    )
+
+
 def _api(operator: TrainingOperator):
     configuration = client.Configuration()
     configuration.host = operator.host
@@ -54,16 +67,7 @@ def test_two_worker_pods_train_and_the_chief_uploads_the_model(prepared, s3_buck
     inputs, outputs = _uris(s3_bucket, prepared)
     chief_log = []
     with TrainingOperator(tmp_path) as operator:
-        result = launcher.train_on_workers(
-            CPU_POD,
-            CONFIG,
-            inputs,
-            outputs,
-            restarts=0,
-            api_client=_api(operator),
-            poll_seconds=0.5,
-            log_lines=chief_log.append,
-        )
+        result = _train_on(operator, CONFIG, inputs, outputs, log_lines=chief_log.append)
         assert operator.jobs == {}, "the finished job was not deleted"
     (created,) = operator.created
     assert created["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == 2
@@ -84,16 +88,7 @@ def test_a_failed_job_fails_the_step_with_the_workers_reason(prepared, s3_bucket
     inputs["examples"] = f"{s3_bucket.root}/no-examples-here"
     with TrainingOperator(tmp_path) as operator:
         with pytest.raises(RuntimeError) as failed:
-            launcher.train_on_workers(
-                CPU_POD,
-                CONFIG,
-                inputs,
-                outputs,
-                restarts=0,
-                api_client=_api(operator),
-                poll_seconds=0.5,
-                log_lines=lambda line: None,
-            )
+            _train_on(operator, CONFIG, inputs, outputs)
         assert operator.jobs == {}, "the failed job was not deleted"
     message = str(failed.value)
     assert "has failed because" in message
@@ -125,16 +120,7 @@ def test_a_retried_step_waits_for_the_job_its_killed_attempt_started(prepared, s
     config = dataclasses.replace(CONFIG, epochs=1, early_stopping_patience=1)
     with TrainingOperator(tmp_path) as operator:
         _earlier_attempt(operator, inputs, outputs, config)
-        result = launcher.train_on_workers(
-            CPU_POD,
-            config,
-            inputs,
-            outputs,
-            restarts=0,
-            api_client=_api(operator),
-            poll_seconds=0.5,
-            log_lines=lambda line: None,
-        )
+        result = _train_on(operator, config, inputs, outputs)
         assert len(operator.created) == 1, "a second job was started"
     assert len(result.stages) == 1
 
@@ -149,14 +135,5 @@ def test_a_retried_step_starts_again_a_job_that_failed(prepared, s3_bucket, tmp_
         while operator.jobs[("default", name)].conditions()[-1]["type"] != "Failed":
             time.sleep(0.2)
         with pytest.raises(RuntimeError, match="has failed because"):
-            launcher.train_on_workers(
-                CPU_POD,
-                CONFIG,
-                missing,
-                outputs,
-                restarts=0,
-                api_client=_api(operator),
-                poll_seconds=0.5,
-                log_lines=lambda line: None,
-            )
+            _train_on(operator, CONFIG, missing, outputs)
         assert len(operator.created) == 2, "the failed job was taken for the answer"
