@@ -140,6 +140,14 @@ def gcs_server() -> Iterator[GCSServer]:
             server.stop()
 
 
+def put_before_the_run(server: S3Server | GCSServer, folder: Path, destination: str) -> None:
+    """Puts ``folder``'s files under ``destination`` (``bucket/path``) for a run to read, and
+    waits out the second they were put in: a run's creation time has whole seconds, and the run
+    reads the data as of it."""
+    server.filesystem().put(f"{folder}/", destination, recursive=True)
+    time.sleep(1)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((LOOPBACK, 0))

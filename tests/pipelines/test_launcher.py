@@ -386,8 +386,7 @@ def test_the_whole_dag_runs_under_a_gcs_pipeline_root(tmp_path):
     }
     with emulators.gcs_server() as gcs:
         gcs.make_bucket("pipelines")
-        gcs.filesystem().put(f"{photos}/", "pipelines/photos", recursive=True)
-        time.sleep(1)  # a run's creation time has whole seconds: the run reads the data as of it
+        emulators.put_before_the_run(gcs, photos, "pipelines/photos")
         try:
             run = launcher.PipelineRun(
                 spec,

@@ -64,8 +64,7 @@ def test_a_second_run_on_minio_is_judged_against_the_model_the_first_pushed(spec
     """On 42 photos in the store's own bucket, not the sample: the judging is the point here,
     and every step still reads and writes the store."""
     photos = write_colour_tree(tmp_path / "photos", per_class=14)
-    minio.filesystem().put(f"{photos}/", "mlpipeline/photos", recursive=True)
-    time.sleep(1)  # a run's creation time has whole seconds: the run reads the data as of it
+    emulators.put_before_the_run(minio, photos, "mlpipeline/photos")
     with _run(spec, minio, data_uri="s3://mlpipeline/photos", epochs=1) as first:
         pushed = first.run_all().outputs("push").metadata("pushed")
     assert pushed["version"] == 1 and pushed["path"] == f"{SERVING_ROOT}/imgclf/1"
