@@ -152,42 +152,28 @@ def _examples(examples_dir):
     return sorted(examples)
 
 
-def test_two_worker_processes_write_the_same_records(prepared, tmp_path):
-    """DirectRunner in multi-processing mode, as a Beam runner with workers would run it,
-    writes exactly the examples the in-memory run wrote (the order is the runner's)."""
-    preprocess(
-        prepared["validated"],
-        str(tmp_path / "examples"),
-        str(tmp_path / "transform"),
-        PreprocessSettings(
-            image_size=IMAGE_SIZE,
-            beam_pipeline_args=[
-                "--runner=DirectRunner",
-                "--direct_running_mode=multi_processing",
-                "--direct_num_workers=2",
-            ],
-        ),
-    )
-    written = _examples(tmp_path / "examples")
-    assert len(written) == len(manifest.read(prepared["validated"]))
-    assert written == _examples(prepared["examples"])
-
-
-def test_two_worker_processes_write_the_same_records_to_the_s3_emulator(
-    prepared, tmp_path, s3_bucket
-):
-    """The multi-process DirectRunner writing the TFRecords through Beam's own S3 file system
-    (apache_beam/io/aws, configured by Beam's S3Options) to moto's S3 server: the same
-    examples as the in-memory run. The transform graph is a SavedModel, which TensorFlow's
-    file system writes, and it has no S3: it stays on this disk."""
-    environment = {name: os.environ[name] for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID")}
-    s3_options = [
-        f"--s3_endpoint_url={environment['AWS_ENDPOINT_URL']}",
-        f"--s3_access_key_id={environment['AWS_ACCESS_KEY_ID']}",
+def _s3_options() -> list[str]:
+    """Beam's S3Options for moto's server, from the environment the s3_bucket fixture sets."""
+    return [
+        f"--s3_endpoint_url={os.environ['AWS_ENDPOINT_URL']}",
+        f"--s3_access_key_id={os.environ['AWS_ACCESS_KEY_ID']}",
         f"--s3_secret_access_key={os.environ['AWS_SECRET_ACCESS_KEY']}",
         f"--s3_region_name={os.environ['AWS_DEFAULT_REGION']}",
     ]
-    examples_uri = f"{s3_bucket.root}/examples"
+
+
+@pytest.mark.parametrize("destination", ["local", "s3"])
+def test_two_worker_processes_write_the_same_records(prepared, tmp_path, request, destination):
+    """DirectRunner in multi-processing mode, as a Beam runner with workers would run it,
+    writes exactly the examples the in-memory run wrote (the order is the runner's): to this
+    disk, and through Beam's own S3 file system (apache_beam/io/aws, configured by Beam's
+    S3Options) to moto's S3 server. The transform graph is a SavedModel, which TensorFlow's
+    file system writes, and it has no S3: it stays on this disk."""
+    if destination == "s3":
+        examples_uri = f"{request.getfixturevalue('s3_bucket').root}/examples"
+        store_options = _s3_options()
+    else:
+        examples_uri, store_options = str(tmp_path / "examples"), []
     preprocess(
         prepared["validated"],
         examples_uri,
@@ -198,11 +184,11 @@ def test_two_worker_processes_write_the_same_records_to_the_s3_emulator(
                 "--runner=DirectRunner",
                 "--direct_running_mode=multi_processing",
                 "--direct_num_workers=2",
-                *s3_options,
+                *store_options,
             ],
         ),
     )
-    written = _examples(storage.download_folder(examples_uri, tmp_path / "from-s3"))
+    written = _examples(storage.download_folder(examples_uri, tmp_path / "written"))
     assert len(written) == len(manifest.read(prepared["validated"]))
     assert written == _examples(prepared["examples"])
 
